@@ -333,7 +333,7 @@ class Reader {
     if (!node.IsScalar()) fail(path, "expected " + what + ", got a " + (node.IsMap() ? "mapping" : "list"));
   }
   void check_range(const std::string& path, double v, Range r) const {
-    if (v < r.min || v > r.max) fail(path, "value " + format_double(v) + " is out of range" + KeyCollector::range_text(r));
+    if (v < r.min || v > r.max) fail(path, "value " + KeyCollector::bound(v) + " is out of range" + KeyCollector::range_text(r));
   }
   void read(const std::string& path, const YAML::Node& node, int64_t& out, Range r) const {
     require_scalar(path, node, "an integer");

@@ -1,0 +1,79 @@
+// The program's contract: exit codes, one-line errors, help generated from the parser.
+#include <catch2/catch.hpp>
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <string>
+
+namespace {
+
+struct Result {
+  int status;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  std::string cmd = std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  int rc = pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+std::string src(const std::string& rel) { return std::string(ABLATE_SOURCE_DIR) + "/" + rel; }
+
+size_t count_lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("config show prints the resolved demo config with overrides") {
+  auto r = run("config show " + src("configs/demo.yaml") + " --set model.d_model=64");
+  CHECK(r.status == 0);
+  CHECK(r.out.find("  d_model: 64\n") != std::string::npos);
+  CHECK(r.out.find("base:") == std::string::npos);
+}
+
+TEST_CASE("a misspelt key exits 2 with one line naming the key and a suggestion") {
+  auto r = run("config show " + src("configs/demo.yaml") + " --set model.d_modle=64");
+  CHECK(r.status == 2);
+  CHECK(count_lines(r.out) == 1);
+  CHECK(r.out.find("model.d_modle: unknown key (did you mean 'model.d_model'?)") != std::string::npos);
+}
+
+TEST_CASE("missing files and bad flags exit 2 with one line") {
+  auto r = run("config show /nonexistent/x.yaml");
+  CHECK(r.status == 2);
+  CHECK(count_lines(r.out) == 1);
+  CHECK(r.out.find("/nonexistent/x.yaml: no such config file") != std::string::npos);
+  r = run("config show");
+  CHECK(r.status == 2);
+  CHECK(count_lines(r.out) == 1);
+  r = run("--no-such-flag version");
+  CHECK(r.status == 2);
+  r = run("--log-level loud version");
+  CHECK(r.status == 2);
+  r = run("");
+  CHECK(r.status == 2);
+}
+
+TEST_CASE("help and version") {
+  auto r = run("--help");
+  CHECK(r.status == 0);
+  CHECK(r.out.find("config") != std::string::npos);
+  r = run("config show --help");
+  CHECK(r.status == 0);
+  CHECK(r.out.find("--set") != std::string::npos);
+  r = run("version");
+  CHECK(r.status == 0);
+  CHECK(r.out.find("libtorch 2.11.0") != std::string::npos);
+  CHECK(r.out.find("cuda usable") != std::string::npos);
+}
