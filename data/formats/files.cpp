@@ -1,0 +1,300 @@
+// Atomic directories, atomic files, SHA-256 manifests and the metrics log (atomic_dir.h,
+// metrics_log.h): the small file formats behind run directories and checkpoints.
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/core/errors.h"
+#include "data/core/log.h"
+#include "data/formats/atomic_dir.h"
+#include "data/formats/metrics_log.h"
+
+namespace fs = std::filesystem;
+
+namespace ablate::data {
+namespace {
+
+std::string hex(const unsigned char* p, unsigned n) {
+  static const char* d = "0123456789abcdef";
+  std::string s(2 * n, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    s[2 * i] = d[p[i] >> 4];
+    s[2 * i + 1] = d[p[i] & 15];
+  }
+  return s;
+}
+
+struct Sha256 {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  Sha256() { EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr); }
+  ~Sha256() { EVP_MD_CTX_free(ctx); }
+  void update(const void* p, size_t n) { EVP_DigestUpdate(ctx, p, n); }
+  std::string hexdigest() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned n = 0;
+    EVP_DigestFinal_ex(ctx, md, &n);
+    return hex(md, n);
+  }
+};
+
+}  // namespace
+
+std::string sha256_hex(const std::string& bytes) {
+  Sha256 h;
+  h.update(bytes.data(), bytes.size());
+  return h.hexdigest();
+}
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw UserError(log::str(path, ": cannot read"));
+  Sha256 h;
+  std::vector<char> buf(1 << 20);
+  while (f) {
+    f.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    h.update(buf.data(), static_cast<size_t>(f.gcount()));
+  }
+  return h.hexdigest();
+}
+
+void fsync_path(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw std::runtime_error(log::str(path, ": cannot open for fsync: ", std::strerror(errno)));
+  const int rc = ::fsync(fd);
+  ::close(fd);
+  if (rc != 0) throw std::runtime_error(log::str(path, ": fsync failed: ", std::strerror(errno)));
+}
+
+namespace {
+std::string parent_of(const std::string& path) {
+  auto p = fs::path(path).parent_path();
+  return p.empty() ? "." : p.string();
+}
+}  // namespace
+
+void atomic_write_file(const std::string& path, const std::string& bytes) {
+  const std::string tmp = log::str(path, ".tmp-", ::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw UserError(log::str(tmp, ": cannot write"));
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    f.flush();
+    if (!f) throw UserError(log::str(tmp, ": write failed"));
+  }
+  fsync_path(tmp);
+  fs::rename(tmp, path);
+  fsync_path(parent_of(path));
+}
+
+// --- AtomicDir -------------------------------------------------------------------------------
+
+AtomicDir::AtomicDir(std::string final_dir) : final_(std::move(final_dir)) {
+  while (!final_.empty() && final_.back() == '/') final_.pop_back();
+  tmp_ = log::str(final_, ".tmp-", ::getpid());
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);  // a stale attempt by an earlier process with our pid
+  fs::create_directories(tmp_, ec);
+  if (ec) throw UserError(log::str(tmp_, ": cannot create directory: ", ec.message()));
+}
+
+AtomicDir::~AtomicDir() {
+  if (committed_) return;
+  std::error_code ec;
+  fs::remove_all(tmp_, ec);
+}
+
+std::string AtomicDir::path(const std::string& name) const {
+  const fs::path p = fs::path(tmp_) / name;
+  fs::create_directories(p.parent_path());
+  return p.string();
+}
+
+void AtomicDir::commit() {
+  if (committed_) throw std::logic_error("AtomicDir::commit twice");
+  nlohmann::json files = nlohmann::json::object();
+  std::vector<std::string> dirs{tmp_};
+  for (const auto& e : fs::recursive_directory_iterator(tmp_)) {
+    const std::string rel = fs::relative(e.path(), tmp_).generic_string();
+    if (e.is_directory()) {
+      dirs.push_back(e.path().string());
+      continue;
+    }
+    if (rel == kManifestName) continue;
+    fsync_path(e.path().string());
+    files[rel] = {{"bytes", static_cast<int64_t>(e.file_size())}, {"sha256", sha256_file(e.path().string())}};
+  }
+  const nlohmann::json manifest = {{"format", "ablate-manifest"}, {"version", 1}, {"files", files}};
+  {
+    const std::string mpath = (fs::path(tmp_) / kManifestName).string();
+    std::ofstream f(mpath, std::ios::binary | std::ios::trunc);
+    f << manifest.dump(2) << "\n";
+    f.flush();
+    if (!f) throw UserError(log::str(mpath, ": write failed"));
+  }
+  fsync_path((fs::path(tmp_) / kManifestName).string());
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) fsync_path(*it);
+  std::error_code ec;
+  std::string aside;
+  if (fs::exists(final_, ec)) {  // replace: move the old one aside, swap in, then delete it
+    aside = log::str(final_, ".old-", ::getpid());
+    fs::remove_all(aside, ec);
+    fs::rename(final_, aside);
+  }
+  fs::rename(tmp_, final_);
+  committed_ = true;
+  fsync_path(parent_of(final_));
+  if (!aside.empty()) fs::remove_all(aside, ec);
+}
+
+std::string verify_manifest(const std::string& dir) {
+  const fs::path mpath = fs::path(dir) / kManifestName;
+  std::ifstream f(mpath);
+  if (!f) return log::str("missing ", kManifestName);
+  nlohmann::json m;
+  try {
+    m = nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    return log::str(kManifestName, ": not JSON (", e.what(), ")");
+  }
+  if (!m.is_object() || !m.contains("files") || !m["files"].is_object())
+    return log::str(kManifestName, ": no \"files\" object");
+  for (const auto& [name, info] : m["files"].items()) {
+    const fs::path p = fs::path(dir) / name;
+    std::error_code ec;
+    if (!fs::is_regular_file(p, ec)) return log::str(name, ": missing");
+    int64_t want = -1;
+    std::string sha;
+    try {
+      want = info.at("bytes").get<int64_t>();
+      sha = info.at("sha256").get<std::string>();
+    } catch (const nlohmann::json::exception&) {
+      return log::str(kManifestName, ": malformed entry for ", name);
+    }
+    const auto have = static_cast<int64_t>(fs::file_size(p, ec));
+    if (have < want) return log::str(name, ": truncated (", have, " of ", want, " bytes)");
+    if (have != want) return log::str(name, ": size ", have, " bytes, manifest says ", want);
+    if (sha256_file(p.string()) != sha) return log::str(name, ": checksum mismatch (corrupt)");
+  }
+  return "";
+}
+
+// --- Metrics log -----------------------------------------------------------------------------
+
+namespace {
+
+// The lines of a metrics file: complete lines, plus a torn tail (no final newline) if any.
+struct Lines {
+  std::vector<std::string> complete;
+  std::string torn;
+};
+
+Lines read_lines(const std::string& path) {
+  Lines out;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return out;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string all = ss.str();
+  size_t begin = 0;
+  while (begin < all.size()) {
+    const size_t nl = all.find('\n', begin);
+    if (nl == std::string::npos) {
+      out.torn = all.substr(begin);
+      break;
+    }
+    out.complete.push_back(all.substr(begin, nl - begin));
+    begin = nl + 1;
+  }
+  return out;
+}
+
+bool blank(const std::string& s) { return s.find_first_not_of(" \t\r") == std::string::npos; }
+
+}  // namespace
+
+std::vector<nlohmann::json> read_metrics(const std::string& path) {
+  if (!fs::exists(path)) throw UserError(log::str(path, ": metrics log not found"));
+  const Lines lines = read_lines(path);
+  std::vector<nlohmann::json> out;
+  for (size_t i = 0; i < lines.complete.size(); ++i) {
+    if (blank(lines.complete[i])) continue;
+    try {
+      out.push_back(nlohmann::json::parse(lines.complete[i]));
+    } catch (const nlohmann::json::exception&) {
+      if (i + 1 == lines.complete.size() && lines.torn.empty()) {
+        log::warn(log::str(path, ":", i + 1, ": torn last record skipped"));
+        continue;
+      }
+      throw UserError(log::str(path, ":", i + 1, ": not a JSON object"));
+    }
+  }
+  if (!blank(lines.torn)) {
+    try {
+      out.push_back(nlohmann::json::parse(lines.torn));  // complete JSON, just no newline
+    } catch (const nlohmann::json::exception&) {
+      log::warn(log::str(path, ":", lines.complete.size() + 1, ": torn last record skipped"));
+    }
+  }
+  return out;
+}
+
+void truncate_metrics_after(const std::string& path, int64_t step) {
+  if (!fs::exists(path)) return;
+  const Lines lines = read_lines(path);
+  std::string kept;
+  size_t dropped = 0;
+  for (const auto& line : lines.complete) {
+    if (blank(line)) continue;
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception&) {
+      ++dropped;
+      continue;
+    }
+    if (j.is_object() && j.contains("step") && j["step"].is_number() && j["step"].get<double>() > step) {
+      ++dropped;
+      continue;
+    }
+    kept += line + "\n";
+  }
+  if (!lines.torn.empty()) ++dropped;
+  if (dropped) log::info(log::str(path, ": dropped ", dropped, " record(s) past step ", step));
+  atomic_write_file(path, kept);
+}
+
+MetricsLog::MetricsLog(std::string path) : path_(std::move(path)) {
+  file_ = std::fopen(path_.c_str(), "ab");
+  if (!file_) throw UserError(log::str(path_, ": cannot open metrics log: ", std::strerror(errno)));
+}
+
+MetricsLog::~MetricsLog() {
+  if (file_) std::fclose(file_);
+}
+
+void MetricsLog::write(const nlohmann::json& record) {
+  const std::string line = record.dump() + "\n";
+  if (std::fwrite(line.data(), 1, line.size(), file_) != line.size() || std::fflush(file_) != 0)
+    throw UserError(log::str(path_, ": write failed: ", std::strerror(errno)));
+}
+
+void MetricsLog::sync() {
+  std::fflush(file_);
+  ::fsync(::fileno(file_));
+}
+
+void MetricsLog::truncate_after(int64_t step) {
+  std::fclose(file_);
+  file_ = nullptr;
+  truncate_metrics_after(path_, step);
+  file_ = std::fopen(path_.c_str(), "ab");
+  if (!file_) throw UserError(log::str(path_, ": cannot reopen metrics log: ", std::strerror(errno)));
+}
+
+}  // namespace ablate::data
