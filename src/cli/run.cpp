@@ -18,6 +18,8 @@ int run(int argc, char** argv) {
   Action action;
   add_config_commands(app, action);
   add_version_command(app, action);
+  add_model_commands(app, action);
+  add_data_commands(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
