@@ -155,7 +155,7 @@ std::string svg_heat_map(const std::vector<std::vector<double>>& values, const H
   int cols = 0;
   for (const auto& r : values) cols = std::max(cols, static_cast<int>(r.size()));
   const int left = 44, top = 30;
-  const int width = left + std::max(cols, 4) * o.cell + 70, height = top + std::max(rows, 1) * o.cell + 34;
+  const int width = std::max(260, left + std::max(cols, 4) * o.cell + 70), height = top + std::max(rows, 1) * o.cell + 34;
   std::ostringstream svg;
   svg << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
       << "\" viewBox=\"0 0 " << width << " " << height << "\" class=\"heat\">";
