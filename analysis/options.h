@@ -7,7 +7,7 @@ namespace ablate::analysis {
 
 struct ProbeOptions {
   int64_t sequences = 100;       // probe-set size (Gu et al.: 100)
-  int64_t seq_len = 64;          // probe sequence length T (Gu et al.: 64)
+  int64_t seq_len = 0;           // probe sequence length T; 0 = min(64, model length) (Gu et al.: 64)
   int64_t batch = 10;            // sequences per forward pass (bounds memory)
   double sink_epsilon = 0.3;     // ε of Sink_k^ε
   double massive_abs = 100.0;    // Sun et al.: |h| > massive_abs ...

@@ -50,7 +50,12 @@ Series metric_series(const RunData& run, const std::string& key, std::initialize
   for (const json& r : run.metrics) {
     if (!r.contains("step")) continue;
     json v = probe_path.size() ? (r.contains("probe") ? at_path(r["probe"], probe_path) : json()) : json();
-    if (!probe_path.size() && r.contains(key)) v = r[key];
+    // metrics.jsonl (docs/training.md): train and val records both carry "loss", told apart by
+    // "split"; "val_loss" names the validation series.
+    const std::string split = r.value("split", std::string());
+    if (!probe_path.size() && key == "val_loss" && split == "val") v = r["loss"];
+    else if (!probe_path.size() && key == "loss" && split == "train") v = r["loss"];
+    else if (!probe_path.size() && key != "loss" && key != "val_loss" && r.contains(key)) v = r[key];
     if (!v.is_number()) continue;
     s.x.push_back(number(r["step"]));
     s.y.push_back(v.get<double>());
@@ -194,8 +199,8 @@ json compare_json(const std::vector<RunData>& runs) {
     double final_val = std::numeric_limits<double>::quiet_NaN(), best_val = final_val;
     int64_t final_step = -1;
     for (const json& r : run.metrics) {
-      if (!r.contains("val_loss") || !r["val_loss"].is_number()) continue;
-      final_val = r["val_loss"].get<double>();
+      if (r.value("split", std::string()) != "val" || !r.contains("loss") || !r["loss"].is_number()) continue;
+      final_val = r["loss"].get<double>();
       best_val = std::isfinite(best_val) ? std::min(best_val, final_val) : final_val;
       if (r.contains("step") && r["step"].is_number()) final_step = r["step"].get<int64_t>();
     }

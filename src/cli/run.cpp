@@ -20,6 +20,7 @@ int run(int argc, char** argv) {
   add_version_command(app, action);
   add_model_commands(app, action);
   add_data_commands(app, action);
+  add_train_command(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -267,6 +267,7 @@ void apply_set(YAML::Node& root, const std::string& assignment, Sources& sources
     const YAML::Node existing = static_cast<const YAML::Node&>(cur)[parts[i]];
     if (!existing || existing.IsNull()) {
       cur[parts[i]] = YAML::Node(YAML::NodeType::Map);
+      sources[path] = "--set " + assignment;
     } else if (!existing.IsMap()) {
       throw UserError("--set " + assignment + ": '" + path + "' is a value, not a section");
     }
@@ -453,6 +454,7 @@ void validate(Experiment& e, const Reader& r) {
   static const std::regex device_re("auto|cpu|cuda|cuda:[0-9]+");
   if (!std::regex_match(e.device, device_re)) r.fail("device", "expected auto, cpu, cuda or cuda:N, got '" + e.device + "'");
   int64_t max_len = m.max_seq_len > 0 ? m.max_seq_len : d.seq_len;
+  if (e.probe.seq_len == 0) e.probe.seq_len = std::min<int64_t>(64, max_len);
   if (e.probe.seq_len > max_len)
     r.fail("probe.seq_len", std::to_string(e.probe.seq_len) + " is longer than the model's sequences (" +
                                 std::to_string(max_len) + ")");
@@ -548,6 +550,20 @@ std::string to_yaml(const Experiment& e) {
   YAML::Emitter out;
   out << w.root;
   return std::string(out.c_str()) + "\n";
+}
+
+trainers::TrainerSetup to_trainer_setup(const Loaded& loaded, const std::string& run_dir) {
+  const auto& e = loaded.experiment;
+  trainers::TrainerSetup setup;
+  setup.model = e.model;
+  setup.data = e.data;
+  setup.train = e.train;
+  setup.probe = e.probe;
+  setup.seed = e.seed;
+  setup.device = e.device;
+  setup.run_dir = run_dir;
+  setup.config_yaml = loaded.yaml;
+  return setup;
 }
 
 std::vector<KeyDoc> schema_docs() { return schema_keys().docs; }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "src/config/experiment.h"
+#include "trainers/trainer.h"
 
 namespace ablate::config {
 
@@ -31,6 +32,9 @@ std::string to_yaml(const Experiment& e);
 // Top-level keys whose change alters what is trained (model, data), as opposed to keys that
 // only change how long or how verbosely (steps, logging). Used by resume.
 std::vector<std::string> diff_keys(const Experiment& a, const Experiment& b);
+
+// The trainer's inputs from a loaded config (resume_from left empty).
+trainers::TrainerSetup to_trainer_setup(const Loaded& loaded, const std::string& run_dir);
 
 // One row per key, for `ablate config keys` and docs/config.md.
 struct KeyDoc {

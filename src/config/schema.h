@@ -121,7 +121,7 @@ void walk_schema(V& v, E& e) {
   v.section("probe", "spike and sink measurement (docs/metrics.md)");
   auto& p = e.probe;
   v.field("probe.sequences", p.sequences, "probe-set size", kPositive);
-  v.field("probe.seq_len", p.seq_len, "probe sequence length T", kPositive);
+  v.field("probe.seq_len", p.seq_len, "probe sequence length T; 0 = min(64, the model's sequence length)", kNonNegative);
   v.field("probe.batch", p.batch, "sequences per forward pass", kPositive);
   v.field("probe.sink_epsilon", p.sink_epsilon, "epsilon of Sink_k^eps", kUnit);
   v.field("probe.massive_abs", p.massive_abs, "massive: |h| above this ...", kNonNegative);

@@ -57,10 +57,11 @@ std::vector<RunData> two_runs() {
   runs[1].name = "sandwich <b>";
   for (int r = 0; r < 2; ++r) {
     for (int step = 0; step <= 100; step += 10) {
-      runs[r].metrics.push_back({{"step", step}, {"loss", 5.0 - 0.02 * step - 0.1 * r}});
+      runs[r].metrics.push_back({{"split", "train"}, {"step", step}, {"loss", 5.0 - 0.02 * step - 0.1 * r}});
       if (step % 50 == 0) {
-        runs[r].metrics.push_back({{"step", step}, {"val_loss", 5.1 - 0.02 * step - 0.1 * r}});
-        runs[r].metrics.push_back({{"step", step}, {"probe", probe_json(10.0 + step, 0.1 + 0.003 * step)}});
+        runs[r].metrics.push_back({{"split", "val"}, {"step", step}, {"loss", 5.1 - 0.02 * step - 0.1 * r}});
+        runs[r].metrics.push_back(
+            {{"split", "probe"}, {"step", step}, {"probe", probe_json(10.0 + step, 0.1 + 0.003 * step)}});
       }
     }
   }

@@ -39,7 +39,7 @@ TEST_CASE("config show prints the resolved demo config with overrides") {
   auto r = run("config show " + src("configs/demo.yaml") + " --set model.d_model=64");
   CHECK(r.status == 0);
   CHECK(r.out.find("  d_model: 64\n") != std::string::npos);
-  CHECK(r.out.find("base:") == std::string::npos);
+  CHECK(r.out.find("\nbase:") == std::string::npos);
 }
 
 TEST_CASE("a misspelt key exits 2 with one line naming the key and a suggestion") {

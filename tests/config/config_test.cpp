@@ -1,6 +1,8 @@
 // Strict configuration: every key parses, bad input is named precisely, layering and round trip.
 #include <catch2/catch.hpp>
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
 
@@ -83,7 +85,7 @@ TEST_CASE("wrong types and values are errors naming the key") {
   CHECK(error_of("data:\n  loss_window: 5\n").find("data.loss_window: expected a list of integers") != std::string::npos);
   CHECK(error_of("model: {d_model: 64\n").find("test.yaml:") == 0);  // YAML syntax error with position
   CHECK(error_of("", {"model.d_model"}).find("expected key=value") != std::string::npos);
-  CHECK(error_of("", {"model.d_model.x=3"}).find("'model.d_model' is a value, not a section") != std::string::npos);
+  CHECK(error_of("model:\n  d_model: 8\n", {"model.d_model.x=3"}).find("'model.d_model' is a value, not a section") != std::string::npos);
 }
 
 TEST_CASE("cross-field checks run at load time") {

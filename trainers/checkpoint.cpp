@@ -1,0 +1,161 @@
+#include "trainers/checkpoint.h"
+
+#include <torch/headeronly/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "data/core/errors.h"
+#include "data/core/log.h"
+#include "data/formats/atomic_dir.h"
+#include "data/formats/safetensors.h"
+
+namespace fs = std::filesystem;
+
+namespace ablate::trainers {
+namespace {
+
+constexpr const char* kLatest = "LATEST";
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) throw UserError(path + ": cannot read the file");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Complete checkpoint directories under run_dir/checkpoints, newest first (by step in the name).
+std::vector<fs::path> checkpoint_dirs(const std::string& run_dir) {
+  std::vector<fs::path> dirs;
+  fs::path root = fs::path(run_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return dirs;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    auto name = e.path().filename().string();
+    if (e.is_directory() && name.rfind("step_", 0) == 0 && name.find(".tmp") == std::string::npos) dirs.push_back(e.path());
+  }
+  std::sort(dirs.begin(), dirs.end(), [](const fs::path& a, const fs::path& b) { return a.filename() > b.filename(); });
+  return dirs;
+}
+
+bool is_complete(const fs::path& dir, std::string* reason) {
+  std::string problem = data::verify_manifest(dir.string());
+  if (reason) *reason = problem;
+  return problem.empty();
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, int64_t step, const Checkpoint& ckpt, int64_t keep) {
+  fs::path root = fs::path(run_dir) / "checkpoints";
+  fs::create_directories(root);
+  fs::path final_dir = root / step_name(step);
+  {
+    data::AtomicDir dir(final_dir.string());
+    std::map<std::string, std::string> meta{{"format", "ablate-model"}, {"step", std::to_string(step)}};
+    data::save_safetensors(dir.path("model.safetensors"), ckpt.model, meta);
+    data::save_safetensors(dir.path("optimizer.safetensors"), ckpt.optimizer, {{"format", "ablate-adamw"}});
+    data::save_safetensors(dir.path("rng.safetensors"), ckpt.rng, {{"format", "ablate-rng"}});
+    std::ofstream(dir.path("train_state.json")) << ckpt.train_state.dump(2) << "\n";
+    std::ofstream(dir.path("config.yaml")) << ckpt.config_yaml;
+    std::ofstream(dir.path("provenance.json")) << ckpt.provenance.dump(2) << "\n";
+    dir.commit();
+  }
+  data::atomic_write_file((root / kLatest).string(), step_name(step) + "\n");
+  // Keep the newest `keep` complete checkpoints; never delete the one just written.
+  auto dirs = checkpoint_dirs(run_dir);
+  int64_t kept = 0;
+  for (const auto& d : dirs) {
+    if (d == final_dir || (kept < keep && is_complete(d, nullptr))) {
+      ++kept;
+      continue;
+    }
+    std::error_code ec;
+    fs::remove_all(d, ec);
+  }
+  return final_dir.string();
+}
+
+std::optional<std::string> find_latest_checkpoint(const std::string& run_dir) {
+  fs::path root = fs::path(run_dir) / "checkpoints";
+  // LATEST is a hint; the directories themselves are the truth (a crash can leave LATEST
+  // pointing at an older checkpoint, or at one that was damaged afterwards).
+  for (const auto& d : checkpoint_dirs(run_dir)) {
+    std::string reason;
+    if (is_complete(d, &reason)) return d.string();
+    log::warn(log::str("skipping damaged checkpoint ", d.string(), ": ", reason));
+  }
+  return std::nullopt;
+}
+
+Checkpoint load_checkpoint(const std::string& dir) {
+  std::string reason;
+  if (!is_complete(dir, &reason)) throw UserError(dir + ": damaged checkpoint: " + reason);
+  Checkpoint c;
+  fs::path d(dir);
+  c.model = data::load_safetensors((d / "model.safetensors").string()).tensors;
+  c.optimizer = data::load_safetensors((d / "optimizer.safetensors").string()).tensors;
+  c.rng = data::load_safetensors((d / "rng.safetensors").string()).tensors;
+  try {
+    c.train_state = nlohmann::json::parse(read_text((d / "train_state.json").string()));
+    c.provenance = nlohmann::json::parse(read_text((d / "provenance.json").string()));
+  } catch (const nlohmann::json::exception& e) {
+    throw UserError(dir + ": malformed JSON in checkpoint: " + e.what());
+  }
+  if (c.train_state.value("format", 0) != kCheckpointFormat)
+    throw UserError((d / "train_state.json").string() + ": format: unsupported checkpoint format " +
+                    c.train_state.value("format", nlohmann::json(0)).dump());
+  c.config_yaml = read_text((d / "config.yaml").string());
+  return c;
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) throw UserError(path + ": no such run directory or checkpoint");
+  if (fs::exists(fs::path(path) / data::kManifestName, ec)) {
+    std::string reason;
+    if (!is_complete(path, &reason)) throw UserError(path + ": damaged checkpoint: " + reason);
+    return path;
+  }
+  auto latest = find_latest_checkpoint(path);
+  if (!latest) throw UserError(path + ": no complete checkpoint (expected a run directory or a checkpoint directory)");
+  return *latest;
+}
+
+CheckpointWeights load_weights(const std::string& path) {
+  CheckpointWeights w;
+  w.dir = resolve_checkpoint(path);
+  auto file = data::load_safetensors((fs::path(w.dir) / "model.safetensors").string());
+  w.model = std::move(file.tensors);
+  auto it = file.metadata.find("step");
+  w.step = it != file.metadata.end() ? std::stoll(it->second) : 0;
+  w.config_yaml = read_text((fs::path(w.dir) / "config.yaml").string());
+  return w;
+}
+
+nlohmann::json provenance(const std::string& git_commit) {
+  char host[256] = {0};
+  gethostname(host, sizeof(host) - 1);
+  auto now = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+  char when[64];
+  std::strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  return {{"git_commit", git_commit},
+          {"ablate_version", ABLATE_VERSION},
+          {"libtorch_version", TORCH_VERSION},
+          {"host", host},
+          {"time", when}};
+}
+
+}  // namespace ablate::trainers

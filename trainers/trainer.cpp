@@ -1,0 +1,426 @@
+#include "trainers/trainer.h"
+
+#include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
+#include <torch/cuda.h>
+#include <torch/utils.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "analysis/probe.h"
+#include "data/core/errors.h"
+#include "data/core/log.h"
+#include "data/formats/atomic_dir.h"
+#include "data/formats/metrics_log.h"
+#include "data/loader.h"
+#include "modules/model.h"
+#include "trainers/checkpoint.h"
+#include "trainers/optimizer.h"
+
+namespace fs = std::filesystem;
+
+namespace ablate::trainers {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// --- Signals: finish the step, checkpoint, exit; a second signal exits at once ---------------
+
+std::atomic<int> g_signal{0};
+
+extern "C" void on_signal(int sig) {
+  if (g_signal.exchange(sig) != 0) std::_Exit(128 + sig);
+}
+
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
+// --- bf16 autocast on CUDA (LibTorch has no C++ guard) -----------------------------------------
+
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+
+ private:
+  bool enabled_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// --- Progress: a live line on a terminal, plain log lines otherwise ---------------------------
+
+class Progress {
+ public:
+  Progress() : tty_(isatty(STDERR_FILENO) == 1 && log::level() <= log::Level::info) {}
+  void update(const std::string& line) {
+    if (tty_) {
+      std::fprintf(stderr, "\r\033[K%s", line.c_str());
+      std::fflush(stderr);
+      shown_ = true;
+    } else {
+      log::info(line);
+    }
+  }
+  // Before any other log line, so that it does not land on the live line.
+  void clear() {
+    if (tty_ && shown_) {
+      std::fprintf(stderr, "\r\033[K");
+      std::fflush(stderr);
+      shown_ = false;
+    }
+  }
+  void finish() {
+    if (tty_ && shown_) std::fprintf(stderr, "\n");
+    shown_ = false;
+  }
+
+ private:
+  bool tty_;
+  bool shown_ = false;
+};
+
+std::string human_duration(double seconds) {
+  if (!std::isfinite(seconds) || seconds < 0) return "?";
+  auto s = static_cast<int64_t>(seconds + 0.5);
+  char buf[32];
+  if (s >= 3600) std::snprintf(buf, sizeof(buf), "%lldh%02lldm", (long long)(s / 3600), (long long)(s % 3600 / 60));
+  else if (s >= 60) std::snprintf(buf, sizeof(buf), "%lldm%02llds", (long long)(s / 60), (long long)(s % 60));
+  else std::snprintf(buf, sizeof(buf), "%llds", (long long)s);
+  return buf;
+}
+
+std::string human_count(double x) {
+  char buf[32];
+  if (x >= 1e6) std::snprintf(buf, sizeof(buf), "%.2fM", x / 1e6);
+  else if (x >= 1e3) std::snprintf(buf, sizeof(buf), "%.1fk", x / 1e3);
+  else std::snprintf(buf, sizeof(buf), "%.0f", x);
+  return buf;
+}
+
+// Mean next-token cross entropy over the positions the mask selects: (sum, count) on device.
+std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask) {
+  const int64_t V = logits.size(-1);
+  auto ce = at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, V}), targets.reshape({-1}), {},
+                                   at::Reduction::None);
+  auto m = mask.reshape({-1});
+  return {(ce * m).sum(), m.sum()};
+}
+
+struct Batches {
+  at::Tensor inputs, targets, mask;
+};
+
+Batches to_device(const data::Batch& b, const at::Device& device) {
+  bool nb = device.is_cuda();
+  return {b.inputs.to(device, /*non_blocking=*/nb), b.targets.to(device, nb), b.loss_mask.to(device, nb)};
+}
+
+Tensors rng_state(const at::Device& device) {
+  Tensors out;
+  {
+    auto gen = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.emplace_back("cpu", gen.get_state());
+  }
+  if (device.is_cuda()) {
+    auto gen = at::globalContext().defaultGenerator(device);
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    out.emplace_back("cuda:" + std::to_string(device.index()), gen.get_state());
+  }
+  return out;
+}
+
+void restore_rng(const Tensors& states, const at::Device& device, const std::string& source) {
+  for (const auto& [name, state] : states) {
+    if (name == "cpu") {
+      auto gen = at::detail::getDefaultCPUGenerator();
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    } else if (device.is_cuda() && name == "cuda:" + std::to_string(device.index())) {
+      auto gen = at::globalContext().defaultGenerator(device);
+      std::lock_guard<std::mutex> lock(gen.mutex());
+      gen.set_state(state);
+    } else if (name.rfind("cuda", 0) == 0) {
+      log::warn(log::str(source, ": RNG state '", name, "' does not match this device (", device.str(),
+                         "): CUDA random streams restart"));
+    }
+  }
+}
+
+void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source) {
+  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
+  at::NoGradGuard no_grad;
+  auto params = model->named_parameters(/*recurse=*/true);
+  for (auto& item : params) {
+    auto it = by_name.find(item.key());
+    if (it == by_name.end()) throw UserError(source + ": parameter '" + item.key() + "' is missing");
+    if (it->second.sizes() != item.value().sizes())
+      throw UserError(source + ": parameter '" + item.key() + "' has shape " + c10::str(it->second.sizes()) +
+                      ", the model expects " + c10::str(item.value().sizes()));
+    item.value().copy_(it->second);
+  }
+  if (by_name.size() != params.size())
+    throw UserError(source + ": holds " + std::to_string(by_name.size()) + " parameters, the model has " +
+                    std::to_string(params.size()));
+}
+
+double evaluate(modules::LanguageModel& model, const data::Loader& loader, const TrainerSetup& s,
+                const at::Device& device) {
+  at::NoGradGuard no_grad;
+  AutocastScope autocast(s.train.precision == "bf16" && device.is_cuda());
+  const int64_t B = s.train.micro_batch;
+  const int64_t available = (loader.validation_size() + B - 1) / B;
+  const int64_t n = std::min(s.train.eval.batches, available);
+  at::Tensor sum = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+  at::Tensor count = at::zeros({}, sum.options());
+  for (int64_t i = 0; i < n; ++i) {
+    auto b = to_device(loader.validation_batch(i, B), device);
+    auto out = model->forward(b.inputs);
+    auto [s_i, c_i] = masked_ce(out.logits, b.targets, b.mask);
+    sum += s_i;
+    count += c_i;
+  }
+  return (sum / count.clamp_min(1)).item<double>();
+}
+
+}  // namespace
+
+int64_t total_steps(const TrainOptions& train, const data::DataOptions& data) {
+  if (train.tokens > 0) {
+    const int64_t per_step = train.batch * data.seq_len;
+    return std::max<int64_t>(1, (train.tokens + per_step - 1) / per_step);
+  }
+  return train.steps;
+}
+
+std::string resolve_device(const std::string& device) {
+  const bool cuda = torch::cuda::is_available();
+  if (device == "auto") return cuda ? "cuda:0" : "cpu";
+  if (device == "cpu") return device;
+  if (!cuda) throw UserError("device: '" + device + "' requested but CUDA is not usable on this machine");
+  std::string d = device == "cuda" ? "cuda:0" : device;
+  const auto index = std::stoll(d.substr(5));
+  if (index >= static_cast<int64_t>(torch::cuda::device_count()))
+    throw UserError("device: '" + device + "' requested but only " + std::to_string(torch::cuda::device_count()) +
+                    " CUDA device(s) are visible");
+  return d;
+}
+
+TrainOutcome train(const TrainerSetup& s) {
+  const at::Device device(resolve_device(s.device));
+  if (s.train.precision == "bf16" && !device.is_cuda())
+    throw UserError("train.precision: bf16 autocast needs a CUDA device (device is " + device.str() + ")");
+  if (device.is_cuda()) {
+    at::globalContext().setAllowTF32CuBLAS(s.train.tf32);
+    at::globalContext().setAllowTF32CuDNN(s.train.tf32);
+  }
+  fs::create_directories(s.run_dir);
+  log::set_file((fs::path(s.run_dir) / "train.log").string());
+
+  data::Loader loader(s.data, s.train.micro_batch);
+  if (loader.vocab_needed() > s.model.vocab)
+    throw UserError("model.vocab: is " + std::to_string(s.model.vocab) + " but the data needs " +
+                    std::to_string(loader.vocab_needed()) + " token ids (tokenizer '" + s.data.tokenizer + "')");
+
+  torch::manual_seed(s.seed);
+  modules::LanguageModel model(s.model);
+  model->to(device);
+  model->train();
+  std::vector<NamedParameter> params;
+  for (auto& item : model->named_parameters(/*recurse=*/true))
+    params.push_back({item.key(), item.value(), modules::LanguageModelImpl::decays(item.key(), item.value())});
+  AdamW optimizer(params, s.train.optimizer);
+
+  const int64_t total = total_steps(s.train, s.data);
+  const int64_t stop_at = s.train.hard_stop > 0 ? std::min(s.train.hard_stop, total) : total;
+  const int64_t n_micro = s.train.batch / s.train.micro_batch;
+  const int64_t tokens_per_step = s.train.batch * s.data.seq_len;
+  int64_t step = 0, tokens = 0;
+
+  const std::string metrics_path = (fs::path(s.run_dir) / "metrics.jsonl").string();
+  if (s.resume_from.empty()) {
+    std::error_code ec;
+    fs::remove(metrics_path, ec);  // a fresh start owns the run directory's records
+    nlohmann::json info = {{"parameters", modules::parameter_count(s.model)},
+                           {"device", device.str()},
+                           {"fused_adamw", optimizer.fused()},
+                           {"total_steps", total},
+                           {"tokens_per_step", tokens_per_step},
+                           {"data_order_hash", loader.order_hash(std::min<int64_t>(256, loader.samples_per_epoch()))},
+                           {"provenance", provenance(s.git_commit)}};
+    data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
+  } else {
+    auto ckpt = load_checkpoint(s.resume_from);
+    load_parameters(model, ckpt.model, s.resume_from + "/model.safetensors");
+    optimizer.load_state(ckpt.optimizer, s.resume_from + "/optimizer.safetensors");
+    restore_rng(ckpt.rng, device, s.resume_from + "/rng.safetensors");
+    try {
+      step = ckpt.train_state.at("step").get<int64_t>();
+      tokens = ckpt.train_state.at("tokens").get<int64_t>();
+      loader.restore(data::LoaderState::from_json(ckpt.train_state.at("loader")));
+    } catch (const nlohmann::json::exception& e) {
+      throw UserError(s.resume_from + "/train_state.json: " + e.what());
+    }
+    data::truncate_metrics_after(metrics_path, step);
+    log::info(log::str("resuming from ", s.resume_from, " at step ", step, " (", human_count(tokens), " tokens)"));
+  }
+  data::MetricsLog metrics(metrics_path);
+
+  at::Tensor probe_seqs;
+  if (s.train.probe.every > 0)
+    probe_seqs = loader.probe_sequences(s.probe.train_sequences, s.probe.seq_len, s.probe.seed);
+
+  log::info(log::str("training ", modules::parameter_count(s.model), " parameters on ", device.str(), ": steps ",
+                     step, " -> ", stop_at, " of ", total, ", ", tokens_per_step, " tokens/step, ", n_micro,
+                     " micro-batch(es) of ", s.train.micro_batch, ", AdamW ", optimizer.fused() ? "fused" : "foreach"));
+
+  TrainOutcome outcome;
+  outcome.last_val_loss = std::nan("");
+  SignalScope signals;
+  Progress progress;
+  const bool autocast = s.train.precision == "bf16" && device.is_cuda();
+  auto interval_start = Clock::now();
+  int64_t interval_tokens = 0;
+  double train_seconds = 0, probe_seconds = 0;
+  const auto run_start = Clock::now();
+  const int64_t start_step = step;
+
+  auto checkpoint = [&]() {
+    progress.clear();
+    Checkpoint c;
+    c.model = {};
+    for (auto& item : model->named_parameters(/*recurse=*/true)) c.model.emplace_back(item.key(), item.value());
+    c.optimizer = optimizer.state();
+    c.rng = rng_state(device);
+    c.train_state = {{"format", kCheckpointFormat},
+                     {"step", step},
+                     {"tokens", tokens},
+                     {"total_steps", total},
+                     {"loader", loader.state().to_json()}};
+    c.config_yaml = s.config_yaml;
+    c.provenance = provenance(s.git_commit);
+    metrics.sync();
+    outcome.checkpoint = save_checkpoint(s.run_dir, step, c, s.train.checkpoint.keep);
+    log::info(log::str("checkpoint ", outcome.checkpoint));
+  };
+
+  while (step < stop_at && g_signal == 0) {
+    const auto step_start = Clock::now();
+    const double lr = learning_rate(s.train.optimizer, s.train.schedule, step, total);
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+    for (int64_t m = 0; m < n_micro; ++m) {
+      auto b = to_device(loader.next(), device);
+      at::Tensor loss;
+      {
+        AutocastScope scope(autocast);
+        auto out = model->forward(b.inputs);
+        auto [sum, count] = masked_ce(out.logits, b.targets, b.mask);
+        loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
+      }
+      loss.backward();
+      loss_sum += loss.detach();
+    }
+    at::Tensor grad_norm = clip_grad_norm(params, s.train.clip);
+    optimizer.step(lr);
+    optimizer.zero_grad();
+    ++step;
+    tokens += tokens_per_step;
+    interval_tokens += tokens_per_step;
+    train_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
+
+    const bool last = step == stop_at;
+    if (step % s.train.log.every == 0 || last) {
+      const double loss = loss_sum.item<double>();  // the one host sync of a logging step
+      const double gn = grad_norm.item<double>();
+      const double elapsed = std::chrono::duration<double>(Clock::now() - interval_start).count();
+      const double tps = interval_tokens / std::max(elapsed, 1e-9);
+      if (!std::isfinite(loss)) {
+        progress.clear();
+        log::error(log::str("step ", step, ": loss is ", loss, "; stopping (the last checkpoint is intact)"));
+        throw std::runtime_error("non-finite training loss at step " + std::to_string(step));
+      }
+      metrics.write({{"split", "train"}, {"step", step}, {"tokens", tokens}, {"loss", loss}, {"lr", lr},
+                     {"grad_norm", gn}, {"tokens_per_s", tps}});
+      const double per_step = train_seconds / std::max<int64_t>(1, step - start_step);
+      progress.update(log::str("step ", step, "/", stop_at, " | loss ", std::to_string(loss).substr(0, 6), " | lr ",
+                               lr, " | ", human_count(tps), " tok/s | ETA ",
+                               human_duration(per_step * static_cast<double>(stop_at - step))));
+      interval_start = Clock::now();
+      interval_tokens = 0;
+    }
+    if ((s.train.eval.every > 0 && step % s.train.eval.every == 0) || last) {
+      model->eval();
+      const double val = evaluate(model, loader, s, device);
+      model->train();
+      outcome.last_val_loss = val;
+      metrics.write({{"split", "val"}, {"step", step}, {"tokens", tokens}, {"loss", val}, {"ppl", std::exp(val)}});
+      progress.clear();
+      log::info(log::str("step ", step, ": val loss ", val, " (ppl ", std::exp(val), ")"));
+    }
+    if (s.train.probe.every > 0 && (step % s.train.probe.every == 0 || last)) {
+      const auto t0 = Clock::now();
+      auto report = analysis::run_probe(model, probe_seqs.to(device), s.probe, /*compact=*/true);
+      model->train();
+      const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
+      probe_seconds += dt;
+      metrics.write({{"split", "probe"}, {"step", step}, {"tokens", tokens}, {"probe_s", dt},
+                     {"probe", analysis::to_json(report)}});
+    }
+    if ((s.train.checkpoint.every > 0 && step % s.train.checkpoint.every == 0) || last || g_signal != 0) checkpoint();
+  }
+  progress.finish();
+  outcome.step = step;
+  outcome.tokens = tokens;
+  outcome.interrupted = g_signal != 0 && step < stop_at;
+  const double wall = std::chrono::duration<double>(Clock::now() - run_start).count();
+  if (s.train.probe.every > 0 && train_seconds > 0)
+    log::info(log::str("in-training probes took ", probe_seconds, " s = ", 100.0 * probe_seconds / train_seconds,
+                       " % of training-step time"));
+  if (outcome.interrupted) {
+    log::info(log::str("interrupted at step ", step, "; resume with: ablate train --resume ", s.run_dir));
+  } else {
+    log::info(log::str("done: step ", step, ", ", human_count(tokens), " tokens in ", human_duration(wall),
+                       step < total ? " (hard_stop; the schedule continues on resume with a larger hard_stop)" : ""));
+  }
+  log::set_file("");
+  return outcome;
+}
+
+}  // namespace ablate::trainers
