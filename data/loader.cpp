@@ -64,7 +64,7 @@ struct Windows {
 };
 
 Windows build_windows(const std::vector<Shard>& shards, bool bos, int32_t bos_id, int64_t seq_len,
-                      int64_t max_offset) {
+                      int64_t max_offset, int64_t* bos_count) {
   Windows w;
   w.bos = bos;
   w.len = seq_len + 1;
@@ -85,6 +85,7 @@ Windows build_windows(const std::vector<Shard>& shards, bool bos, int32_t bos_id
     };
     for (int64_t i = 0; i < n; ++i) {
       if (sh[i] == bos_id) {
+        ++*bos_count;
         emit(i);
         doc_begin = i + 1;
       }
@@ -202,8 +203,13 @@ struct Loader::Impl {
       log::warn(log::str("shards contain token id ", max_id, " >= vocabulary ", vocab, " of tokenizer '", opt.tokenizer,
                          "'; the model vocabulary will cover it"));
     vocab = std::max(vocab, max_id + 1);
-    train_w = build_windows(train, opt.bos, bos, T, /*max_offset=*/L - 1);
-    val_w = build_windows(val, opt.bos, bos, T, /*max_offset=*/0);
+    int64_t train_docs = 0, val_docs = 0;
+    train_w = build_windows(train, opt.bos, bos, T, /*max_offset=*/L - 1, &train_docs);
+    val_w = build_windows(val, opt.bos, bos, T, /*max_offset=*/0, &val_docs);
+    if (opt.bos && train_docs == 0)
+      throw UserError(log::str("data.train: '", opt.train, "': no BOS token (id ", bos, ") in ", train_tokens,
+                               " tokens; data.bos is true: is data.tokenizer the one that wrote these shards? "
+                               "(data.bos: false takes random crops)"));
     const std::string hint = opt.bos ? " (data.bos is true: is data.tokenizer the one that wrote these shards?)" : "";
     if (train_w.count() == 0)
       throw UserError(log::str("data.train: '", opt.train, "': ", train_tokens, " tokens hold no sample of ", L,

@@ -104,6 +104,7 @@ void train_sentencepiece(const std::vector<std::string>& files, int64_t vocab_si
       {"input_sentence_size", "2000000"},
       {"shuffle_input_sentence", "true"},
       {"hard_vocab_limit", "false"},
+      {"max_sentence_length", "65536"},  // corpora keep a paragraph a line
       {"minloglevel", "1"},
   };
   const auto status = sentencepiece::SentencePieceTrainer::Train(args);

@@ -45,4 +45,9 @@ std::string sha256_file(const std::string& path);
 std::string sha256_hex(const std::string& bytes);
 void fsync_path(const std::string& path);  // file or directory
 
+// Removes a file or a directory tree; a missing path is fine. Use this, not
+// std::filesystem::remove_all: libtorch.so exports its own copy of std::filesystem symbols, and
+// remove_all resolves to it and crashes (null call) in binaries linked against LibTorch 2.11.
+void remove_tree(const std::string& path);
+
 }  // namespace ablate::data

@@ -1,6 +1,8 @@
 // Atomic directories, atomic files, SHA-256 manifests and the metrics log (atomic_dir.h,
 // metrics_log.h): the small file formats behind run directories and checkpoints.
 #include <fcntl.h>
+#include <ftw.h>
+#include <sys/stat.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
@@ -71,6 +73,17 @@ void fsync_path(const std::string& path) {
   if (rc != 0) throw std::runtime_error(log::str(path, ": fsync failed: ", std::strerror(errno)));
 }
 
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  ::nftw(
+      path.c_str(), [](const char* p, const struct stat*, int, struct FTW*) {
+        ::remove(p);  // best effort: keep walking
+        return 0;
+      }, 16,
+      FTW_DEPTH | FTW_PHYS);
+}
+
 namespace {
 std::string parent_of(const std::string& path) {
   auto p = fs::path(path).parent_path();
@@ -97,16 +110,15 @@ void atomic_write_file(const std::string& path, const std::string& bytes) {
 AtomicDir::AtomicDir(std::string final_dir) : final_(std::move(final_dir)) {
   while (!final_.empty() && final_.back() == '/') final_.pop_back();
   tmp_ = log::str(final_, ".tmp-", ::getpid());
+  remove_tree(tmp_);  // a stale attempt by an earlier process with our pid
   std::error_code ec;
-  fs::remove_all(tmp_, ec);  // a stale attempt by an earlier process with our pid
   fs::create_directories(tmp_, ec);
   if (ec) throw UserError(log::str(tmp_, ": cannot create directory: ", ec.message()));
 }
 
 AtomicDir::~AtomicDir() {
   if (committed_) return;
-  std::error_code ec;
-  fs::remove_all(tmp_, ec);
+  remove_tree(tmp_);
 }
 
 std::string AtomicDir::path(const std::string& name) const {
@@ -143,13 +155,13 @@ void AtomicDir::commit() {
   std::string aside;
   if (fs::exists(final_, ec)) {  // replace: move the old one aside, swap in, then delete it
     aside = log::str(final_, ".old-", ::getpid());
-    fs::remove_all(aside, ec);
+    remove_tree(aside);
     fs::rename(final_, aside);
   }
   fs::rename(tmp_, final_);
   committed_ = true;
   fsync_path(parent_of(final_));
-  if (!aside.empty()) fs::remove_all(aside, ec);
+  if (!aside.empty()) remove_tree(aside);
 }
 
 std::string verify_manifest(const std::string& dir) {

@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <string>
 
+#include "data/formats/atomic_dir.h"
+
 namespace ablate::test {
 
 struct TempDir {
@@ -15,12 +17,11 @@ struct TempDir {
     static std::atomic<int> n{0};
     path = std::filesystem::temp_directory_path() /
            ("ablate-test-data-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    std::filesystem::remove_all(path);
+    data::remove_tree(path.string());
     std::filesystem::create_directories(path);
   }
   ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
+    data::remove_tree(path.string());
   }
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
