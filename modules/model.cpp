@@ -251,7 +251,7 @@ std::string model_summary(const ModelOptions& o) {
   s << "  gate       " << o.attention.gate.kind;
   if (o.attention.gate.kind != gate_kind_names().front()) s << " (" << o.attention.gate.granularity << ")";
   s << "\n  ffn        " << o.ffn.type << ", hidden " << effective_ffn_hidden(o) << "\n";
-  s << "  positions  " << o.position.type << " (rope base " << o.position.base << ")\n";
+  s << "  positions  " << o.position.type << " (position.base " << o.position.base << ", used by rope)\n";
   s << "  head       " << (o.tie_embeddings ? "tied to embed.weight" : "lm_head (untied)") << "\n\n";
 
   auto shape = [](const at::Tensor& t) {
@@ -262,19 +262,23 @@ std::string model_summary(const ModelOptions& o) {
   s << std::left << std::setw(36) << "parameter" << std::setw(16) << "shape" << std::right << std::setw(14) << "count"
     << "  decay\n";
   int64_t real = 0, layer0 = 0, embeddings = 0;
+  bool folded = false;
   for (const auto& p : model->named_parameters()) {
     const auto& name = p.key();
     real += p.value().numel();
     bool in_layer = name.rfind("layers.", 0) == 0;
-    if (in_layer && name.rfind("layers.0.", 0) != 0) continue;
+    if (in_layer && name.rfind("layers.0.", 0) != 0) {  // every layer has layer 0's parameters
+      if (!folded)
+        s << std::left << std::setw(52) << ("layers.1.." + std::to_string(o.n_layers - 1) + " (as layers.0)")
+          << std::right << std::setw(14) << layer0 * (o.n_layers - 1) << "\n";
+      folded = true;
+      continue;
+    }
     if (in_layer) layer0 += p.value().numel();
     if (name == "embed.weight" || name == "lm_head.weight" || name == "pos_embed.weight") embeddings += p.value().numel();
     s << std::left << std::setw(36) << name << std::setw(16) << shape(p.value()) << std::right << std::setw(14)
       << p.value().numel() << "  " << yes(LanguageModelImpl::decays(name, p.value())) << "\n";
   }
-  if (o.n_layers > 1)
-    s << std::left << std::setw(52) << ("layers.1.." + std::to_string(o.n_layers - 1) + " (as layers.0)") << std::right
-      << std::setw(14) << layer0 * (o.n_layers - 1) << "\n";
   s << "\nper layer " << layer0 << "; embeddings and head " << embeddings << "; non-embedding " << real - embeddings
     << "\ntotal " << real << " parameters (closed form: " << parameter_count(o) << ")\n";
   return s.str();

@@ -13,6 +13,13 @@
 
 namespace ablate::modules::testing {
 
+// Tiny tensors: intra-op threads only add barrier waits, which on a loaded 2-core CI machine cost
+// more than the work (measured 4x slower). Every test file includes this header.
+inline const bool single_threaded = [] {
+  at::set_num_threads(1);
+  return true;
+}();
+
 // Checks the gradient of sum(f() ⊙ w) (w fixed random) with respect to every tensor in `inputs`
 // (leaves requiring grad, double precision) against central differences on up to `entries`
 // elements of each.

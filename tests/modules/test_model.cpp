@@ -153,7 +153,7 @@ TEST_CASE("every variant is causal, and its fast path equals its probe path", "[
     REQUIRE(fast.sizes() == at::IntArrayRef({B, T, v.o.vocab}));
     REQUIRE(at::isfinite(fast).all().item<bool>());
     // Causality: new tokens after t never change logits at ≤ t (fast and probe paths).
-    for (int64_t t : {0, 3, T - 2}) {
+    for (int64_t t : {int64_t(0), int64_t(3), T - 2}) {
       auto changed = tokens.clone();
       changed.narrow(1, t + 1, T - t - 1).copy_(at::randint(v.o.vocab, {B, T - t - 1}, at::kLong));
       auto a = m->forward(changed).logits;
