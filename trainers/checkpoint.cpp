@@ -62,6 +62,13 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
   fs::path root = fs::path(run_dir) / "checkpoints";
   fs::create_directories(root);
   fs::path final_dir = root / step_name(step);
+  // Temporary directories left by a crashed writer are never complete: remove them. (One
+  // trainer owns a run directory at a time; sweeps hold a lock per run.)
+  {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root, ec))
+      if (e.path().filename().string().find(".tmp-") != std::string::npos) data::remove_tree(e.path().string());
+  }
   {
     data::AtomicDir dir(final_dir.string());
     std::map<std::string, std::string> meta{{"format", "ablate-model"}, {"step", std::to_string(step)}};
@@ -82,8 +89,7 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
       ++kept;
       continue;
     }
-    std::error_code ec;
-    fs::remove_all(d, ec);
+    data::remove_tree(d.string());
   }
   return final_dir.string();
 }
