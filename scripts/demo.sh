@@ -5,5 +5,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/build.sh" ablate
 cd "$root"
-# TODO(#4): `ablate train` replaces `config show` once the trainer lands.
-exec "${ABLATE_BUILD_DIR:-$root/build}/ablate" config show configs/demo.yaml "$@"
+exec "${ABLATE_BUILD_DIR:-$root/build}/ablate" train configs/demo.yaml "$@"
