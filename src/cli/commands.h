@@ -22,6 +22,7 @@ void add_model_commands(CLI::App& app, Action& action);
 void add_data_commands(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
 void add_analysis_commands(CLI::App& app, Action& action);
+void add_sweep_commands(CLI::App& app, Action& action);
 
 // Runs the program: parses argv, sets up logging, dispatches, maps errors to exit codes.
 int run(int argc, char** argv);

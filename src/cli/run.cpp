@@ -22,6 +22,7 @@ int run(int argc, char** argv) {
   add_data_commands(app, action);
   add_train_command(app, action);
   add_analysis_commands(app, action);
+  add_sweep_commands(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

@@ -1,0 +1,247 @@
+// Sweep files: expansion, ids, strict errors (in-process); run / kill / resume / report / slurm
+// through the binary (ABLATE_BIN_PATH) on a tiny synthetic model.
+#include <catch2/catch.hpp>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "data/core/errors.h"
+#include "data/formats/metrics_log.h"
+#include "src/sweep/sweep.h"
+
+namespace fs = std::filesystem;
+using namespace ablate;
+
+namespace {
+
+const char* kBase = R"(model: {d_model: 32, n_layers: 2, n_heads: 2, head_dim: 16, vocab: 34}
+data: {source: synthetic, seq_len: 16, synthetic: {vocab: 32, val_sequences: 16}}
+train:
+  steps: 20
+  batch: 4
+  schedule: {warmup: 2}
+  eval: {every: 10, batches: 2}
+  checkpoint: {every: 5}
+  probe: {every: 10}
+  log: {every: 1}
+probe: {seq_len: 16, sequences: 8, batch: 4, train_sequences: 8}
+device: cpu
+)";
+
+struct Dir {
+  fs::path path;
+  explicit Dir(const std::string& name) {
+    path = fs::temp_directory_path() / ("ablate_sweep_" + name + "_" + std::to_string(::getpid()));
+    std::error_code ec;
+    fs::remove_all(path, ec);
+    fs::create_directories(path);
+    std::ofstream(path / "base.yaml") << kBase;
+  }
+  std::string write(const std::string& name, const std::string& text) const {
+    std::ofstream(path / name) << text;
+    return (path / name).string();
+  }
+};
+
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const UserError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+struct Result {
+  int code;
+  std::string out;
+};
+Result sh(const std::string& args) {
+  std::string cmd = std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+}  // namespace
+
+TEST_CASE("plan expansion: grid x zip x seeds, grid first key slowest, seeds innermost") {
+  Dir d("expand");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: ex
+grid:
+  model.norm.placement: [pre, post]
+  model.attention.gate.kind: [none, static]
+zip:
+  data.seq_len: [16, 32]
+  data.loss_window: [[1, 16], [1, 32]]
+seeds: [0, 1]
+)");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  REQUIRE(plan.points.size() == 2 * 2 * 2 * 2);
+  const auto& p0 = plan.points[0];
+  CHECK(p0.label == "placement=pre_kind=none_seq_len=16_loss_window=1-16_seed=0");
+  CHECK(p0.variant == "placement=pre_kind=none_seq_len=16_loss_window=1-16");
+  CHECK(plan.points[1].label == "placement=pre_kind=none_seq_len=16_loss_window=1-16_seed=1");
+  CHECK(plan.points[2].label == "placement=pre_kind=none_seq_len=32_loss_window=1-32_seed=0");
+  CHECK(plan.points[15].label == "placement=post_kind=static_seq_len=32_loss_window=1-32_seed=1");
+  CHECK(p0.run_dir == (d.path / "runs" / "ex" / p0.id).string());
+  CHECK(p0.yaml.find("name: " + p0.id) != std::string::npos);
+  CHECK(p0.target_step == 20);
+  // Ids are the label plus 8 hex digits of the resolved config, and stable across loads.
+  REQUIRE(p0.id.size() == p0.label.size() + 9);
+  auto again = sweep::make_plan(sweep::parse_sweep(path));
+  for (size_t i = 0; i < plan.points.size(); ++i) CHECK(again.points[i].id == plan.points[i].id);
+  // A --set applied to every point changes every id (a different config is a different run).
+  auto shorter = sweep::make_plan(sweep::parse_sweep(path, {"train.steps=10"}));
+  CHECK(shorter.points[0].label == p0.label);
+  CHECK(shorter.points[0].id != p0.id);
+  CHECK(shorter.points[0].target_step == 10);
+  CHECK(sweep::sanitise("A b/[1, 2]") == "a-b-1-2");
+}
+
+TEST_CASE("strict sweep files: one-line errors naming file:line and key") {
+  Dir d("strict");
+  auto unknown = d.write("u.yaml", "base: base.yaml\ngird:\n  model.norm.placement: [pre]\n");
+  CHECK_THAT(error_of([&] { sweep::parse_sweep(unknown); }),
+             Catch::Contains("u.yaml:2: gird: unknown key (did you mean grid?)"));
+  auto badkey = d.write("k.yaml", "base: base.yaml\ngrid:\n  model.norm.placment: [pre]\n");
+  CHECK_THAT(error_of([&] { sweep::parse_sweep(badkey); }),
+             Catch::Contains("k.yaml:3: grid.model.norm.placment: unknown config key (did you mean model.norm.placement?)"));
+  auto zip = d.write("z.yaml", "base: base.yaml\nzip:\n  data.seq_len: [8, 16]\n  data.loss_window: [[1, 8]]\n");
+  CHECK_THAT(error_of([&] { sweep::parse_sweep(zip); }),
+             Catch::Contains("z.yaml:4: zip.data.loss_window: 1 values, but zip.data.seq_len has 2"));
+  auto nobase = d.write("n.yaml", "grid:\n  model.norm.placement: [pre]\n");
+  CHECK_THAT(error_of([&] { sweep::parse_sweep(nobase); }), Catch::Contains("base: required"));
+  auto seeds = d.write("s.yaml", "base: base.yaml\nseeds: [0, x]\n");
+  CHECK_THAT(error_of([&] { sweep::parse_sweep(seeds); }), Catch::Contains("s.yaml:2: seeds: 'x' is not an integer"));
+  // A bad value fails the plan naming the point, before anything runs.
+  auto bad = d.write("b.yaml", "base: base.yaml\ngrid:\n  model.norm.placement: [pre, bogus]\n");
+  auto msg = error_of([&] { sweep::make_plan(sweep::parse_sweep(bad)); });
+  CHECK_THAT(msg, Catch::Contains("point 1 (placement=bogus)"));
+  CHECK_THAT(msg, Catch::Contains("unknown value 'bogus'"));
+  CHECK(msg.find('\n') == std::string::npos);
+  auto r = sh("sweep plan " + bad);
+  CHECK(r.code == 2);
+  CHECK(!fs::exists(d.path / "runs"));
+}
+
+TEST_CASE("sweep run: kill mid-run, re-run, every point completes exactly once; status; report") {
+  Dir d("run");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: placement
+grid:
+  model.norm.placement: [pre, sandwich, post]
+)");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  REQUIRE(plan.points.size() == 3);
+
+  // Start the sweep with one slot, SIGKILL it once the first point has a checkpoint.
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::string log = (d.path / "sweep1.log").string();
+    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+    execl(ABLATE_BIN_PATH, "ablate", "sweep", "run", path.c_str(), "--slots", "1", (char*)nullptr);
+    _exit(127);
+  }
+  const fs::path first = plan.points[0].run_dir;
+  auto start = std::chrono::steady_clock::now();
+  while (!fs::exists(first / "checkpoints" / "LATEST") &&
+         std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  kill(pid, SIGKILL);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(!fs::exists(first / "done"));
+
+  auto r = sh("sweep run " + path + " --slots 2");
+  INFO(r.out);
+  CHECK(r.code == 0);
+  for (const auto& p : plan.points) {
+    INFO(p.id);
+    CHECK(fs::exists(fs::path(p.run_dir) / "done"));
+    CHECK(fs::exists(fs::path(p.run_dir) / "config.yaml"));
+    std::map<int64_t, int> train_steps;
+    for (const auto& rec : data::read_metrics((fs::path(p.run_dir) / "metrics.jsonl").string()))
+      if (rec["split"] == "train") ++train_steps[rec["step"].get<int64_t>()];
+    CHECK(train_steps.size() == 20);
+    for (const auto& [s, n] : train_steps) CHECK(n == 1);
+  }
+  // A third run trains nothing.
+  r = sh("sweep run " + path);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("0 trained, 3 already finished, 0 failed"));
+
+  r = sh("sweep status " + path);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("3 done, 0 running, 0 failed, 0 pending"));
+  CHECK_THAT(r.out, Catch::Contains("20/20"));
+
+  auto html = (d.path / "r.html").string(), csv = (d.path / "r.csv").string(), json = (d.path / "r.json").string();
+  r = sh("sweep report " + path + " --out " + html + " --csv " + csv + " --json " + json);
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("placement=sandwich"));
+  CHECK_THAT(r.out, Catch::Contains("every point of a seed shares its data order"));
+  std::ifstream in(csv);
+  std::string header, line;
+  std::getline(in, header);
+  CHECK_THAT(header, Catch::StartsWith("variant,model.norm.placement,seeds,val_loss_mean,val_loss_std"));
+  int rows = 0;
+  while (std::getline(in, line)) {
+    ++rows;
+    CHECK(line.find(",,") == std::string::npos);
+  }
+  CHECK(rows == 3);
+  std::stringstream ss;
+  ss << std::ifstream(html).rdbuf();
+  CHECK_THAT(ss.str(), Catch::Contains("<section id=\"sweep\">"));
+  CHECK(fs::exists(json));
+}
+
+TEST_CASE("a point failing at train time is retried, reported, and does not stop the others") {
+  Dir d("fail");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: fails
+set: {train.steps: 5, train.probe.every: 0}
+zip:
+  data.source: [synthetic, shards]
+  data.train: ["", /nonexistent/train.bin]
+  model.vocab: [34, 257]
+)");
+  auto r = sh("sweep run " + path + " --retries 1");
+  INFO(r.out);
+  CHECK(r.code == 1);
+  CHECK_THAT(r.out, Catch::Contains("retry 1 of 1"));
+  CHECK_THAT(r.out, Catch::Contains("1 trained, 0 already finished, 1 failed"));
+  CHECK_THAT(r.out, Catch::Contains("failed: source=shards_train=nonexistent-train.bin_vocab=257_"));
+  r = sh("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("1 done, 0 running, 1 failed, 0 pending"));
+}
+
+TEST_CASE("slurm: a job array whose task i runs point i") {
+  Dir d("slurm");
+  auto path = d.write("s.yaml", "base: base.yaml\nname: sl\ngrid:\n  model.norm.placement: [pre, post]\nseeds: [0, 1]\n");
+  auto r = sh("sweep slurm " + path + " --gpus 1 --set train.steps=7");
+  INFO(r.out);
+  CHECK(r.code == 0);
+  CHECK_THAT(r.out, Catch::Contains("#SBATCH --array=0-3\n"));
+  CHECK_THAT(r.out, Catch::Contains("#SBATCH --gres=gpu:1\n"));
+  CHECK_THAT(r.out, Catch::Contains("sweep run '" + fs::absolute(path).string() + "' --only \"$SLURM_ARRAY_TASK_ID\" '--set' 'train.steps=7'"));
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  CHECK(plan.points[3].label == "placement=post_seed=1");
+}
