@@ -42,7 +42,11 @@ fi
 
 start=$(date +%s)
 python=${PYTHON:-python3}
-[[ -x $VENV/bin/python ]] || "$python" -m venv "$VENV"
+# A venv left half-made by an interrupted set-up (no pip) is made again.
+if [[ ! -x $VENV/bin/python ]] || ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
+  rm -rf "$VENV"
+  "$python" -m venv "$VENV"
+fi
 pip=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
 if [[ $mode == system-cuda ]]; then
   # The system CUDA 13.0 toolkit stands in for the nvidia-* wheels (several GB); only the
