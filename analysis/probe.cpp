@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <iomanip>
 #include <limits>
 #include <set>
@@ -60,6 +61,103 @@ at::Tensor find_parameter(modules::LanguageModel& model, const std::string& name
     if (p.key() == name) return p.value();
   }
   return {};
+}
+
+// Interventions (docs/metrics.md): select the entries at block b* from a clean pass, then one
+// pass each with the entries zeroed, set to their channel mean, and with the sink key hidden.
+InterventionReport measure_interventions(modules::LanguageModel& model, const at::Tensor& sequences,
+                                         int64_t batch, at::Device device, const SpikeProfile& spike,
+                                         double base_loss, const ProbeOptions& opts, const ProbeExtras& extras) {
+  const modules::ModelOptions& mo = model->options();
+  const int64_t N = sequences.size(0), T = sequences.size(1), C = mo.d_model;
+  auto batch_tokens = [&](int64_t start) {
+    return sequences.narrow(0, start, std::min(batch, N - start)).to(at::kLong).to(device);
+  };
+  InterventionReport iv;
+  iv.selection = "spike";
+  iv.block = spike.step_up;
+  for (size_t b = 1; b < spike.blocks.size(); ++b) {
+    if (spike.blocks[b].massive > 0) {
+      iv.selection = "massive";
+      iv.block = static_cast<int64_t>(b);
+      break;
+    }
+  }
+  const int64_t prefix = modules::prefix_tokens(mo);
+  if (prefix > 0) {
+    iv.sink = "stream position 0 (the sink token)";
+  } else if (mo.attention.variant == "k_bias" || mo.attention.variant == "kv_bias") {
+    iv.sink = "the learned key " + mo.attention.variant + " (key index 0)";
+  } else {
+    iv.sink = "stream position 0 (the first token), for queries t >= 1";
+  }
+
+  // Clean pass: the selected entries per batch, their per-channel sum for the mean.
+  at::Tensor channel_on = at::zeros({C}, at::kBool);
+  for (int64_t c : spike.spike_channels) channel_on[c] = true;
+  std::vector<at::Tensor> masks;  // per batch (B, S, C) bool
+  at::Tensor sum = at::zeros({C}, at::kDouble), count = at::zeros({C}, at::kLong);
+  at::Tensor per_position;
+  for (int64_t start = 0; start < N; start += batch) {
+    ProbeRequest req;
+    req.residual = true;
+    const ForwardResult out = model->forward(batch_tokens(start), req);
+    const at::Tensor h = out.residual.at(iv.block).to(at::kCPU).to(at::kDouble);  // (B, S, C)
+    const at::Tensor a = h.abs();
+    const int64_t B = h.size(0);
+    at::Tensor mask;
+    if (iv.selection == "massive") {  // the SpikeAccumulator criterion, per sequence
+      const at::Tensor median = std::get<0>(a.reshape({B, -1}).median(1)).view({B, 1, 1});
+      mask = (a > opts.massive_abs).logical_and(a >= median * opts.massive_ratio);
+    } else {
+      const at::Tensor top = token_top1(h);  // (B, S)
+      const at::Tensor seq_top = std::get<0>(top.max(1, /*keepdim=*/true));
+      mask = (top >= seq_top * extras.spike_token_fraction).unsqueeze(-1).logical_and(channel_on.view({1, 1, C}));
+    }
+    sum += h.masked_fill(mask.logical_not(), 0.0).sum(at::IntArrayRef{0, 1});
+    count += mask.sum(at::IntArrayRef{0, 1});
+    const at::Tensor pos = mask.sum(at::IntArrayRef{0, 2});  // (S,)
+    per_position = per_position.defined() ? per_position + pos : pos;
+    masks.push_back(mask);
+  }
+  iv.entries = count.sum().item<int64_t>();
+  const at::Tensor mean = (sum / count.clamp_min(1).to(at::kDouble)).view({1, 1, C});
+  for (int64_t c = 0; c < C; ++c) {
+    const int64_t n = count[c].item<int64_t>();
+    if (n == 0) continue;
+    iv.channels[c] = n;
+    iv.channel_mean[c] = mean[0][0][c].item<double>();
+  }
+  for (int64_t s = 0; s < per_position.size(0); ++s) {
+    const int64_t n = per_position[s].item<int64_t>();
+    if (n > 0) iv.positions[s] = n;
+  }
+
+  auto measure = [&](const std::function<void(ProbeRequest&, size_t)>& set) {
+    double total = 0;
+    size_t i = 0;
+    for (int64_t start = 0; start < N; start += batch, ++i) {
+      const at::Tensor tokens = batch_tokens(start);
+      ProbeRequest req;
+      set(req, i);
+      total += loss_sum(model->forward(tokens, req).logits, tokens);
+    }
+    InterventionLoss l;
+    l.measured = true;
+    l.loss = total / static_cast<double>(N * (T - 1));
+    l.delta = l.loss - base_loss;
+    return l;
+  };
+  if (iv.entries > 0) {
+    iv.zero = measure([&](ProbeRequest& req, size_t i) {
+      req.intervention.residual.push_back({iv.block, false, masks[i], {}});
+    });
+    iv.mean = measure([&](ProbeRequest& req, size_t i) {
+      req.intervention.residual.push_back({iv.block, false, masks[i], mean});
+    });
+  }
+  iv.mask_sink = measure([](ProbeRequest& req, size_t) { req.intervention.sink_mask = modules::SinkMask::sink; });
+  return iv;
 }
 
 }  // namespace
@@ -244,9 +342,13 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
     }
     if (r.amplifier.empty()) r.notes.push_back("quadratic amplifier: no SwiGLU FFN weights (ffn.type is not swiglu)");
   }
-  // TODO(issue 5): interventions (zero / mean the massive activations, mask the sink) need a
-  // hook in the forward pass; modules::ProbeRequest only reads, so they are not measured.
-  r.notes.push_back("interventions not measured: modules::ProbeRequest offers no way to edit activations");
+  if (!compact) {
+    r.interventions = measure_interventions(model, sequences, batch, device, r.spike, r.loss, opts, extras);
+    if (!r.interventions.zero.measured)
+      r.notes.push_back("zero / mean interventions not measured: no massive activation and no spike channel entry");
+  } else {
+    r.notes.push_back("interventions not measured: full probe only");
+  }
   if (extras.delimiter_ids.empty()) r.notes.push_back("delimiter sink not measured: no delimiter token ids given");
   if (was_training) model->train();
   return r;
@@ -330,6 +432,19 @@ nlohmann::json to_json(const ProbeReport& r) {
 std::string to_table(const ProbeReport& r) {
   std::ostringstream o;
   o << std::setprecision(4);
+    const InterventionReport& iv = r.interventions;
+    auto loss_json = [](const InterventionLoss& l) -> json {
+      if (!l.measured) return nullptr;
+      return {{"loss", finite(l.loss)}, {"delta", finite(l.delta)}};
+    };
+    json ichannels = json::object(), ipositions = json::object(), imeans = json::object();
+    for (const auto& [c, n] : iv.channels) ichannels[std::to_string(c)] = n;
+    for (const auto& [p, n] : iv.positions) ipositions[std::to_string(p)] = n;
+    for (const auto& [c, m] : iv.channel_mean) imeans[std::to_string(c)] = finite(m);
+    j["interventions"] = {{"selection", iv.selection}, {"block", iv.block}, {"entries", iv.entries},
+                          {"channels", ichannels}, {"positions", ipositions}, {"channel_mean", imeans},
+                          {"sink", iv.sink}, {"zero", loss_json(iv.zero)}, {"mean", loss_json(iv.mean)},
+                          {"mask_sink", loss_json(iv.mask_sink)}};
   o << "probe: " << r.sequences << " sequences x " << r.seq_len << " tokens, " << r.layers << " layers x "
     << r.heads << " heads" << (r.compact ? " (compact)" : "") << "\n";
   o << "loss " << r.loss << "  perplexity " << std::exp(r.loss) << "\n\n";
@@ -384,3 +499,22 @@ std::string to_table(const ProbeReport& r) {
 }
 
 }  // namespace ablate::analysis
+    const InterventionReport& iv = r.interventions;
+    o << "\ninterventions: " << iv.entries << " " << iv.selection << " entries set after block " << iv.block
+      << ", channels [";
+    for (const auto& [c, n] : iv.channels) o << " " << c << "x" << n;
+    o << " ]  positions [";
+    for (const auto& [p, n] : iv.positions) o << " " << p << "x" << n;
+    o << " ]\n";
+    auto row = [&](const char* name, const InterventionLoss& l) {
+      o << "  " << std::left << std::setw(10) << name << std::right;
+      if (l.measured) {
+        o << "loss " << l.loss << "  change " << (l.delta >= 0 ? "+" : "") << l.delta << "\n";
+      } else {
+        o << "not measured\n";
+      }
+    };
+    row("zero", iv.zero);
+    row("mean", iv.mean);
+    row("mask_sink", iv.mask_sink);
+    o << "  (mask_sink hides " << iv.sink << ")\n";

@@ -13,6 +13,7 @@
 #include <ATen/Tensor.h>
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,31 @@ struct AmplifierRow {
   double spike_channel_max = 0;               // max over the spike channels
 };
 
+// Probe-set loss under one intervention (docs/metrics.md, Interventions).
+struct InterventionLoss {
+  bool measured = false;
+  double loss = 0;   // mean next-token cross entropy (nats) with the intervention
+  double delta = 0;  // loss - ProbeReport::loss
+};
+
+// The three interventions of PAPER.md §3. The zero / mean interventions set the selected entries
+// of the stream after block `block` (only there; later blocks run as usual) to 0 or to their
+// channel's mean over the probe set; mask_sink hides the variant's sink key (modules::SinkMask::sink)
+// in every layer and head.
+struct InterventionReport {
+  // "massive": entries massive by Sun et al.'s criterion in the first block b >= 1 that has any;
+  // "spike": no massive entry in blocks >= 1, so the spike channels at the spike tokens of the
+  // step-up block (token top-1 >= ProbeExtras::spike_token_fraction x the sequence's top-1).
+  std::string selection;
+  int64_t block = 0;
+  int64_t entries = 0;                          // selected entries over the probe set
+  std::map<int64_t, int64_t> channels;          // channel -> selected entries
+  std::map<int64_t, int64_t> positions;         // stream position -> selected entries
+  std::map<int64_t, double> channel_mean;       // channel -> the mean the mean intervention sets
+  std::string sink;                             // the key mask_sink hides, in words
+  InterventionLoss zero, mean, mask_sink;
+};
+
 struct ProbeReport {
   bool compact = false;
   ProbeOptions options;
@@ -51,12 +77,14 @@ struct ProbeReport {
   double ubiquity = 0;                 // relative rule (ProbeExtras::ubiquity_fraction)
   double ubiquity_massive = 0;         // Sun et al.'s criterion with ProbeOptions thresholds
   std::vector<AmplifierRow> amplifier;  // SwiGLU layers whose weights were found
+  InterventionReport interventions;
   std::vector<std::string> notes;      // what was not measured, and why
 };
 
 // sequences: (N, T) int64 token ids. compact = the in-training summary (spike profile and
 // magnitude, massive counts, sink mass, Sink^eps per layer): one pass, no geometry, keys,
-// ubiquity or amplifier norms.
+// ubiquity, amplifier norms or interventions. The full probe runs four more passes for the
+// interventions (one clean, zero, mean, mask_sink).
 ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences,
                       const ProbeOptions& opts, bool compact, const ProbeExtras& extras = {});
 

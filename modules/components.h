@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "modules/options.h"
 #include "modules/registry.h"
@@ -124,13 +125,16 @@ const Registry<AttentionFactory>& attention_registry();
 at::Tensor repeat_kv(const at::Tensor& x, int64_t heads);
 
 // The reference computation every variant's probe path uses: out (B, H, S, E), probabilities
-// (B, H, S, K) and the extended keys (B, G, K, E).
+// (B, H, S, K) and the extended keys (B, G, K, E). `hidden`: keys no query may use besides the
+// causal mask (interventions, modules/probe.h), by sequence position: 0..S-1 a stream position
+// (hidden from every query except the one at that position), -1 the leading extra key (k_bias /
+// kv_bias). Their logits are dropped before the kernel's normalisation.
 struct ExplicitAttention {
   at::Tensor out, probabilities;
   ExtendedKeys keys;
 };
 ExplicitAttention explicit_attention(const AttentionKernel& kernel, const at::Tensor& q, const at::Tensor& k,
-                                     const at::Tensor& v);
+                                     const at::Tensor& v, const std::vector<int64_t>& hidden = {});
 
 // --- Output gate G1 ---------------------------------------------------------------------------
 

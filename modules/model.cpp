@@ -31,6 +31,40 @@ int64_t prefix_tokens(const ModelOptions& o) {
   return attention_registry().get(o.attention.variant).create(o.attention)->prefix_tokens();
 }
 
+at::Tensor residual_mask(int64_t positions, int64_t channels, const std::vector<std::pair<int64_t, int64_t>>& entries) {
+  auto mask = at::zeros({1, positions, channels}, at::kBool);
+  for (const auto& [s, c] : entries) {
+    TORCH_CHECK(s >= 0 && s < positions && c >= 0 && c < channels, "residual_mask: entry (", s, ", ", c,
+                ") outside (", positions, ", ", channels, ")");
+    mask[0][s][c] = true;
+  }
+  return mask;
+}
+
+namespace {
+// The stream after block b with the intervention's residual edits for b applied.
+at::Tensor edit_residual(const Intervention& iv, int64_t b, at::Tensor h) {
+  for (const auto& e : iv.residual) {
+    if (b != e.block && !(e.through_end && b > e.block)) continue;
+    const auto mask = e.mask.to(h.device());
+    h = e.values.defined() ? at::where(mask, e.values.to(h.device(), h.scalar_type()), h) : h.masked_fill(mask, 0.0);
+  }
+  return h;
+}
+
+// Sequence positions of the keys SinkMask hides (explicit_attention's `hidden`); `leading` = the
+// variant's extra keys before stream position 0 (k_bias / kv_bias: 1).
+std::vector<int64_t> hidden_keys(SinkMask m, int64_t leading) {
+  switch (m) {
+    case SinkMask::none: return {};
+    case SinkMask::sink: return {leading > 0 ? int64_t{-1} : int64_t{0}};
+    case SinkMask::first_position: return {0};
+    case SinkMask::both: return leading > 0 ? std::vector<int64_t>{-1, 0} : std::vector<int64_t>{0};
+  }
+  return {};
+}
+}  // namespace
+
 void LayerProbe::norm(const std::string& name, const at::Tensor& in, const at::Tensor& out) const {
   if (request->norms) result->norms.push_back({prefix.empty() ? name : prefix + "." + name, in.detach(), out.detach()});
 }
@@ -75,11 +109,17 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const LayerContext& ctx, 
   k = ctx.position->rotate(k);
 
   at::Tensor out;  // (B, H, S, E)
-  if (probe && probe->explicit_attention) {
-    auto ex = explicit_attention(*kernel_, q, k, v);
-    if (probe->request->keys) probe->result->keys.push_back(ex.keys.k.detach());
-    if (probe->request->attention) probe->result->attention.push_back(ex.probabilities.detach());
-    probe->result->key_offset = ex.keys.before;
+  const SinkMask sink_mask = probe ? probe->request->intervention.sink_mask : SinkMask::none;
+  if (probe && (probe->explicit_attention || sink_mask != SinkMask::none)) {
+    std::vector<int64_t> hidden;
+    if (sink_mask != SinkMask::none)
+      hidden = hidden_keys(sink_mask, kernel_->extend(k.narrow(2, 0, 1), v.narrow(2, 0, 1)).before);
+    auto ex = explicit_attention(*kernel_, q, k, v, hidden);
+    if (probe->explicit_attention) {
+      if (probe->request->keys) probe->result->keys.push_back(ex.keys.k.detach());
+      if (probe->request->attention) probe->result->attention.push_back(ex.probabilities.detach());
+      probe->result->key_offset = ex.keys.before;
+    }
     out = ex.out;
   } else {
     out = kernel_->fast(q, k, v);
@@ -131,15 +171,19 @@ at::Tensor BlockImpl::sublayer(const at::Tensor& x, const std::string& name, con
 }
 
 at::Tensor BlockImpl::forward(const at::Tensor& x, const LayerContext& ctx, const LayerProbe* probe) {
-  auto record = [&](const at::Tensor& h) {
-    if (probe && probe->request->residual) probe->result->residual.push_back(h.detach());
+  // Residual edits of an intervention, then the probe record, after block b.
+  auto finish = [&](at::Tensor h, int64_t b) {
+    if (!probe) return h;
+    if (!probe->request->intervention.residual.empty()) h = edit_residual(probe->request->intervention, b, h);
+    if (probe->request->residual) probe->result->residual.push_back(h.detach());
+    return h;
   };
+  const int64_t b = probe ? 2 * probe->layer + 1 : 0;
   auto h = sublayer(x, "attn", attn_norm_, attn_out_norm_, probe,
                     [&](const at::Tensor& u) { return attn_->forward(u, ctx, probe); });
-  record(h);
+  h = finish(h, b);
   if (ffn_) h = sublayer(h, "ffn", ffn_norm_, ffn_out_norm_, probe, [&](const at::Tensor& u) { return ffn_->forward(u); });
-  record(h);  // attention-only models: the FFN block is the identity
-  return h;
+  return finish(h, b + 1);  // attention-only models: the FFN block is the identity
 }
 
 // --- Language model ---------------------------------------------------------------------------
@@ -170,6 +214,15 @@ ForwardResult LanguageModelImpl::forward(const at::Tensor& tokens, const ProbeRe
     throw UserError("sequence of " + std::to_string(T) + " tokens is longer than model.max_seq_len " +
                     std::to_string(options_.max_seq_len));
   const bool probing = probe.any();
+  const Intervention& iv = probe.intervention;
+  const bool intervening = iv.any();
+  for (const auto& e : iv.residual) {
+    TORCH_CHECK(e.block >= 0 && e.block <= 2 * options_.n_layers, "ResidualEdit::block ", e.block, " outside 0..",
+                2 * options_.n_layers);
+    TORCH_CHECK(e.mask.defined() && e.mask.scalar_type() == at::kBool && e.mask.dim() <= 3,
+                "ResidualEdit::mask must be a bool tensor broadcastable to (B, S, C)");
+    TORCH_CHECK(!e.values.defined() || e.values.is_floating_point(), "ResidualEdit::values must be floating point");
+  }
   ForwardResult r;
   r.prefix = P;
 
@@ -180,20 +233,22 @@ ForwardResult LanguageModelImpl::forward(const at::Tensor& tokens, const ProbeRe
   ctx.position = position_.get();
   ctx.token_embedding = e;
   if (gate_pos_embed_) ctx.gate_position = gate_pos_embed_->weight.narrow(0, 0, S).unsqueeze(0);  // (1, S, C)
+  if (intervening && !iv.residual.empty()) x = edit_residual(iv, 0, x);
   if (probing && probe.residual) r.residual.push_back(x.detach());
 
   for (int64_t i = 0; i < options_.n_layers; ++i) {
     LayerProbe lp;
-    if (probing) {
+    if (probing || intervening) {
       lp.request = &probe;
       lp.result = &r;
       lp.prefix = "layers." + std::to_string(i);
+      lp.layer = i;
       const auto& only = probe.attention_layers;
       lp.explicit_attention =
           (probe.keys || probe.attention) && (only.empty() || std::find(only.begin(), only.end(), i) != only.end());
       if (lp.explicit_attention) r.probed_layers.push_back(i);
     }
-    x = layers_[i]->as<BlockImpl>()->forward(x, ctx, probing ? &lp : nullptr);
+    x = layers_[i]->as<BlockImpl>()->forward(x, ctx, probing || intervening ? &lp : nullptr);
   }
   if (final_norm_) {
     auto y = final_norm_->forward(x);

@@ -10,7 +10,7 @@
 //   layers.{i}.ffn_norm.*, layers.{i}.ffn.{w_gate,w_up,w_down,w}.weight, layers.{i}.ffn_out_norm.*,
 //   final_norm.*, lm_head.weight (absent when tied).
 // * forward never keeps state between calls; probe tensors are detached (probe.h) and asking for
-//   them never changes the logits.
+//   them never changes the logits. Only an explicit ProbeRequest::intervention changes them.
 // * Initialisation draws from torch's default CPU generator in construction order.
 #pragma once
 
@@ -38,11 +38,13 @@ struct LayerContext {
   at::Tensor gate_position;          // (1, S, C): gate source of kind position
 };
 
-// Where a layer records probes; null on the fast path.
+// Where a layer records probes and finds the interventions to run; null on the fast path (no
+// probe tensor and no intervention requested).
 struct LayerProbe {
   const ProbeRequest* request = nullptr;
   ForwardResult* result = nullptr;
   std::string prefix;          // "layers.{i}"
+  int64_t layer = 0;           // i: the layer's blocks are 2i+1 (attention) and 2i+2 (FFN)
   bool explicit_attention = false;  // this layer's keys/attention are requested
   void norm(const std::string& name, const at::Tensor& in, const at::Tensor& out) const;
 };
@@ -69,7 +71,8 @@ TORCH_MODULE(Attention);
 class BlockImpl : public torch::nn::Module {
  public:
   explicit BlockImpl(const ModelOptions& options);
-  // Appends the residual after each of its two blocks to probe->result when requested.
+  // Applies the residual edits of probe->request->intervention after each of its two blocks, then
+  // appends the (edited) residual to probe->result when requested.
   at::Tensor forward(const at::Tensor& x, const LayerContext& ctx, const LayerProbe* probe = nullptr);
 
  private:
@@ -86,7 +89,8 @@ TORCH_MODULE(Block);
 class LanguageModelImpl : public torch::nn::Module {
  public:
   explicit LanguageModelImpl(const ModelOptions& options);  // options.max_seq_len > 0
-  // tokens (B, T) int64, T ≤ max_seq_len.
+  // tokens (B, T) int64, T ≤ max_seq_len. probe.intervention (off by default) changes the forward;
+  // see modules/probe.h.
   ForwardResult forward(const at::Tensor& tokens, const ProbeRequest& probe = {});
   const ModelOptions& options() const { return options_; }
   // AdamW weight-decay split: matrices and embeddings (≥ 2-D, not a `*_bias`) decay; norm gains and

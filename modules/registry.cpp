@@ -288,7 +288,7 @@ at::Tensor AttentionKernel::fast(const at::Tensor& q, const at::Tensor& k, const
 }
 
 ExplicitAttention explicit_attention(const AttentionKernel& kernel, const at::Tensor& q, const at::Tensor& k,
-                                     const at::Tensor& v) {
+                                     const at::Tensor& v, const std::vector<int64_t>& hidden) {
   int64_t H = q.size(1), S = q.size(2), E = q.size(3);
   ExplicitAttention r;
   r.keys = kernel.extend(k, v);
@@ -318,6 +318,7 @@ const Registry<NormFactory>& norm_registry() {
     return r;
   }();
   return r;
+  for (int64_t p : hidden) visible = visible.logical_and(seq.ne(p).logical_or(query.eq(p)));
 }
 
 const Registry<PlacementRecipe>& placement_registry() {

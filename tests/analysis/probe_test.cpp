@@ -70,6 +70,7 @@ TEST_CASE("run_probe on a tiny model", "[probe]") {
   CHECK_FALSE(to_json(compact).contains("geometry"));
   const std::string table = to_table(full);
   CHECK(table.find("spike magnitude") != std::string::npos);
-  CHECK(table.find("interventions not measured") != std::string::npos);
+  CHECK(table.find("interventions not measured") == std::string::npos);  // interventions_test.cpp
+  CHECK(to_table(compact).find("interventions not measured: full probe only") != std::string::npos);
   CHECK(model->is_training());  // restored
 }
