@@ -424,14 +424,6 @@ nlohmann::json to_json(const ProbeReport& r) {
                      {"spike_channel_max", a.spike_channel_max}});
     }
     j["amplifier"] = amp;
-  }
-  j["notes"] = r.notes;
-  return j;
-}
-
-std::string to_table(const ProbeReport& r) {
-  std::ostringstream o;
-  o << std::setprecision(4);
     const InterventionReport& iv = r.interventions;
     auto loss_json = [](const InterventionLoss& l) -> json {
       if (!l.measured) return nullptr;
@@ -445,6 +437,14 @@ std::string to_table(const ProbeReport& r) {
                           {"channels", ichannels}, {"positions", ipositions}, {"channel_mean", imeans},
                           {"sink", iv.sink}, {"zero", loss_json(iv.zero)}, {"mean", loss_json(iv.mean)},
                           {"mask_sink", loss_json(iv.mask_sink)}};
+  }
+  j["notes"] = r.notes;
+  return j;
+}
+
+std::string to_table(const ProbeReport& r) {
+  std::ostringstream o;
+  o << std::setprecision(4);
   o << "probe: " << r.sequences << " sequences x " << r.seq_len << " tokens, " << r.layers << " layers x "
     << r.heads << " heads" << (r.compact ? " (compact)" : "") << "\n";
   o << "loss " << r.loss << "  perplexity " << std::exp(r.loss) << "\n\n";
@@ -493,12 +493,6 @@ std::string to_table(const ProbeReport& r) {
       for (const auto& [c, v] : a.top) o << " " << c << ":" << v;
       o << "  median " << a.median << "  spike channels max " << a.spike_channel_max << "\n";
     }
-  }
-  for (const auto& n : r.notes) o << "note: " << n << "\n";
-  return o.str();
-}
-
-}  // namespace ablate::analysis
     const InterventionReport& iv = r.interventions;
     o << "\ninterventions: " << iv.entries << " " << iv.selection << " entries set after block " << iv.block
       << ", channels [";
@@ -518,3 +512,9 @@ std::string to_table(const ProbeReport& r) {
     row("mean", iv.mean);
     row("mask_sink", iv.mask_sink);
     o << "  (mask_sink hides " << iv.sink << ")\n";
+  }
+  for (const auto& n : r.notes) o << "note: " << n << "\n";
+  return o.str();
+}
+
+}  // namespace ablate::analysis
