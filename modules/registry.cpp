@@ -7,6 +7,8 @@
 
 #include <cmath>
 #include <limits>
+#include <mutex>
+#include <utility>
 
 #include "modules/components.h"
 
@@ -117,23 +119,40 @@ int64_t swiglu_hidden(int64_t d) {
 // --- Positions --------------------------------------------------------------------------------
 
 // Rotary embedding, rotate-half convention (as Hugging Face Llama): the pair (x_i, x_{i+E/2})
-// turns by angle s · base^(-2i/E) at position s. The tables are recomputed per forward (no state).
+// turns by angle s · base^(-2i/E) at position s. The cos/sin tables are a pure function of
+// (S, E, dtype, device) and are memoised for the last key seen (a performance cache, not state:
+// they take no gradient and every call returns the same values as recomputing them; 2·L calls
+// per forward otherwise rebuild them with ~10 small ops each — docs/performance.md).
 class Rope : public PositionImpl {
  public:
   explicit Rope(double base) : base_(base) {}
   at::Tensor rotate(const at::Tensor& x) override {
     int64_t S = x.size(-2), E = x.size(-1);
-    auto dopt = at::TensorOptions().dtype(at::kDouble).device(x.device());
-    auto inv = at::pow(base_, -at::arange(0, E, 2, dopt) / double(E));  // (E/2)
-    auto angles = at::outer(at::arange(S, dopt), inv);                  // (S, E/2)
-    auto cos = at::cat({angles.cos(), angles.cos()}, -1).to(x.scalar_type());
-    auto sin = at::cat({angles.sin(), angles.sin()}, -1).to(x.scalar_type());
+    auto [cos, sin] = tables(S, E, x);
     auto x1 = x.narrow(-1, 0, E / 2), x2 = x.narrow(-1, E / 2, E / 2);
     return x * cos + at::cat({-x2, x1}, -1) * sin;
   }
 
  private:
+  std::pair<at::Tensor, at::Tensor> tables(int64_t S, int64_t E, const at::Tensor& x) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!(cached_.first.defined() && S == S_ && E == E_ && cached_.first.scalar_type() == x.scalar_type() &&
+          cached_.first.device() == x.device())) {
+      at::NoGradGuard no_grad;
+      auto dopt = at::TensorOptions().dtype(at::kDouble).device(x.device());
+      auto inv = at::pow(base_, -at::arange(0, E, 2, dopt) / double(E));  // (E/2)
+      auto angles = at::outer(at::arange(S, dopt), inv);                  // (S, E/2)
+      cached_ = {at::cat({angles.cos(), angles.cos()}, -1).to(x.scalar_type()),
+                 at::cat({angles.sin(), angles.sin()}, -1).to(x.scalar_type())};
+      S_ = S;
+      E_ = E;
+    }
+    return cached_;
+  }
   double base_;
+  std::mutex mutex_;
+  int64_t S_ = 0, E_ = 0;
+  std::pair<at::Tensor, at::Tensor> cached_;
 };
 
 // A learned table `weight` (positions, C) added to the embedding output.

@@ -21,6 +21,8 @@ void add_version_command(CLI::App& app, Action& action);
 void add_model_commands(CLI::App& app, Action& action);
 void add_data_commands(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
+void add_bench_command(CLI::App& app, Action& action);
+void apply_runtime_defaults(char** argv);  // OpenMP wait policy (bench_command.cpp)
 void add_analysis_commands(CLI::App& app, Action& action);
 void add_sweep_commands(CLI::App& app, Action& action);
 

@@ -8,6 +8,7 @@
 
 namespace ablate::cli {
 int run(int argc, char** argv) {
+  apply_runtime_defaults(argv);
   CLI::App app{"Ablate: train and compare transformer ablations (spikes and sinks)", "ablate"};
   app.require_subcommand(1);
   app.failure_message(CLI::FailureMessage::simple);
@@ -21,6 +22,7 @@ int run(int argc, char** argv) {
   add_model_commands(app, action);
   add_data_commands(app, action);
   add_train_command(app, action);
+  add_bench_command(app, action);
   add_analysis_commands(app, action);
   add_sweep_commands(app, action);
   try {

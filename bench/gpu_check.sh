@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The GPU half of issue 8, prepared for an H200 host (docs/performance.md, "GPU plan").
+# The host has torch 2.11 (cu130) in its system Python and no network, no yaml-cpp, spdlog or
+# sentencepiece, so Ablate is built here and carried over with the shared libraries it needs
+# beyond LibTorch:
+#
+#   here:   ninja -C build-bench ablate && bench/gpu_check.sh --prepare   # fills build-bench/gpu-libs
+#   device: bench/gpu_check.sh                                          # carry: build-bench/ablate,
+#                                                                       #        build-bench/gpu-libs
+# It races Ablate (bf16 autocast, TF32) against the PyTorch reference, eager and torch.compile,
+# at the GPT-2-small shape (bench/configs/gpt2-small.yaml: 12 layers, d 768, 12 heads, T 1024,
+# 16 x 1024 tokens/step), for the baseline and the conditional gate, then prints the SDPA backend
+# and the bench table (phase split, peak memory, MFU against the H200's 989 TFLOP/s dense bf16).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+LIBS=build-bench/gpu-libs
+if [[ "${1:-}" == "--prepare" ]]; then
+  mkdir -p "$LIBS"
+  # Everything ablate links that is neither LibTorch/CUDA (the host's torch provides those) nor libc.
+  ldd build-bench/ablate | awk '/=>/ {print $3}' |
+    grep -Ev '/(torch|nvidia)/|libc\.so|libm\.so|libdl|libpthread|librt|ld-linux|libstdc\+\+|libgcc_s' |
+    xargs -r -I{} cp -L {} "$LIBS/"
+  ls -la "$LIBS"
+  exit 0
+fi
+PY=${PYTHON:-python3}
+TORCH_LIB=$($PY -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
+NV=$($PY -c 'import glob, os, site; print(":".join(sorted(glob.glob(os.path.join(site.getsitepackages()[0], "nvidia", "*", "lib")))))' || true)
+export LD_LIBRARY_PATH="$TORCH_LIB:$NV:$PWD/$LIBS:${LD_LIBRARY_PATH:-}"
+ABLATE=build-bench/ablate
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+$PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
+$ABLATE version || { echo "ablate does not start here (missing libraries?): ldd:"; ldd $ABLATE | grep 'not found'; exit 1; }
+# The phase split and peak memory, with device syncs between phases (throughput below is without).
+$ABLATE bench bench/configs/gpt2-small.yaml --steps 10 --warmup 3
+$PY -c '
+import torch, torch.nn.functional as F
+q = torch.randn(16, 12, 1024, 64, device="cuda", dtype=torch.bfloat16)
+print("SDPA backend chosen for (16, 12, 1024, 64) bf16 causal:", torch._fused_sdp_choice(q, q, q, is_causal=True),
+      "(0 math, 1 flash, 2 efficient, 3 cuDNN)")'
+# The race: alternating, fresh processes, the same weights and batches; losses compared first.
+$PY bench/race.py --configs gpt2-small --rounds 3 --steps 20 --warmup 5 --compile-timeout 420 \
+  --ablate-args "--no-phase-sync" --ref-args "--device cuda" --python "$PY"
