@@ -318,6 +318,7 @@ ExplicitAttention explicit_attention(const AttentionKernel& kernel, const at::Te
   auto seq = at::arange(K, iopt).sub(r.keys.before).view({1, K});  // key's sequence position
   auto query = at::arange(S, iopt).view({S, 1});
   auto visible = seq.lt(0).logical_or(seq.ge(S)).logical_or(seq.le(query));  // (S, K)
+  for (int64_t p : hidden) visible = visible.logical_and(seq.ne(p).logical_or(query.eq(p)));
   r.probabilities = kernel.probabilities(logits, visible);
   r.out = at::matmul(r.probabilities, vv);
   return r;
@@ -337,7 +338,6 @@ const Registry<NormFactory>& norm_registry() {
     return r;
   }();
   return r;
-  for (int64_t p : hidden) visible = visible.logical_and(seq.ne(p).logical_or(query.eq(p)));
 }
 
 const Registry<PlacementRecipe>& placement_registry() {
