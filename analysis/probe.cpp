@@ -190,6 +190,12 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
   const int64_t G = modules::effective_kv_heads(mo);
   const int64_t per_layer = 4 * batch * (mo.n_heads * S * (S + 2) + (compact ? 0 : G * (S + 2) * mo.head_dim));
   const auto chunks = layer_chunks(mo.n_layers, per_layer, extras.attention_budget_bytes);
+  // The layers whose attention the compact probe's first forward pass requests. Probed layers
+  // run explicit attention, the others the fused kernel, and the two differ in the last bits;
+  // the full probe's residual pass requests the same layers so that its spike profile equals the
+  // in-training (compact) one bit for bit.
+  const auto compact_chunk0 = layer_chunks(mo.n_layers, 4 * batch * mo.n_heads * S * (S + 2),
+                                           extras.attention_budget_bytes).front();
 
   SpikeOptions so;
   so.massive_abs = opts.massive_abs;
@@ -208,6 +214,8 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
       const at::Tensor tokens = batch_tokens(start);
       ProbeRequest req;
       req.residual = true;
+      req.attention = true;
+      req.attention_layers = compact_chunk0;
       const ForwardResult out = model->forward(tokens, req);
       spikes.add(out.residual);
       loss += loss_sum(out.logits, tokens);

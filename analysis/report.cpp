@@ -104,24 +104,47 @@ std::string svg_line_plot(const std::vector<Series>& series, const PlotOptions& 
     svg << "<text x=\"" << left + pw / 2 << "\" y=\"" << top + ph / 2 << "\" text-anchor=\"middle\">no data</text></svg>";
     return svg.str();
   }
+  // Steps, blocks and layers are integers: tick them at integers, not at quarters of the range.
+  bool integer_x = true;
+  for (const auto& s : series)
+    for (double x : s.x) integer_x = integer_x && (!std::isfinite(x) || x == std::round(x));
   if (x1 == x0) x0 -= 0.5, x1 += 0.5;
+  const bool nonnegative = o.log_y || y0 >= 0;
   if (y1 == y0) y0 -= 0.5, y1 += 0.5;
   const double pad = 0.05 * (y1 - y0);
   y0 -= pad, y1 += pad;
+  if (!o.log_y && nonnegative) y0 = std::max(y0, 0.0);  // a fraction or a norm never goes below 0
+  std::vector<double> x_ticks;
+  if (integer_x) {
+    const double step = std::max(1.0, std::ceil((x1 - x0) / 4.0));
+    for (double x = std::ceil(x0); x <= x1 + 1e-9; x += step) x_ticks.push_back(x);
+  } else {
+    for (int i = 0; i <= 4; ++i) x_ticks.push_back(x0 + (x1 - x0) * i / 4.0);
+  }
+  // Enough significant digits that neighbouring y ticks print differently.
+  auto digits = [](double lo, double hi) {
+    const double mag = std::max(std::abs(lo), std::abs(hi)), step = (hi - lo) / 4.0;
+    if (!(step > 0) || !(mag > 0)) return 3;
+    return std::clamp(static_cast<int>(std::ceil(std::log10(mag / step))) + 2, 3, 8);
+  };
+  const int y_digits = digits(y0, y1);
   auto px = [&](double x) { return left + (x - x0) / (x1 - x0) * pw; };
   auto py = [&](double y) { return top + (1.0 - (ty(y) - y0) / (y1 - y0)) * ph; };
   svg << "<rect x=\"" << left << "\" y=\"" << top << "\" width=\"" << pw << "\" height=\"" << ph
       << "\" fill=\"none\" stroke=\"#888\"/>";
-  for (int i = 0; i <= 4; ++i) {
-    const double fx = x0 + (x1 - x0) * i / 4.0, fy = y0 + (y1 - y0) * i / 4.0;
-    const double gx = left + pw * i / 4.0, gy = top + ph * (1.0 - i / 4.0);
+  for (double fx : x_ticks) {
+    const double gx = px(fx);
     svg << "<line x1=\"" << gx << "\" y1=\"" << top << "\" x2=\"" << gx << "\" y2=\"" << top + ph
         << "\" class=\"grid\"/>";
+    svg << "<text x=\"" << gx << "\" y=\"" << top + ph + 14 << "\" text-anchor=\"middle\">"
+        << num(fx, integer_x ? 12 : digits(x0, x1)) << "</text>";
+  }
+  for (int i = 0; i <= 4; ++i) {
+    const double fy = y0 + (y1 - y0) * i / 4.0, gy = top + ph * (1.0 - i / 4.0);
     svg << "<line x1=\"" << left << "\" y1=\"" << gy << "\" x2=\"" << left + pw << "\" y2=\"" << gy
         << "\" class=\"grid\"/>";
-    svg << "<text x=\"" << gx << "\" y=\"" << top + ph + 14 << "\" text-anchor=\"middle\">" << num(fx, 3) << "</text>";
     svg << "<text x=\"" << left - 4 << "\" y=\"" << gy + 4 << "\" text-anchor=\"end\">"
-        << num(o.log_y ? std::pow(10.0, fy) : fy, 3) << "</text>";
+        << num(o.log_y ? std::pow(10.0, fy) : fy, o.log_y ? 3 : y_digits) << "</text>";
   }
   svg << "<text x=\"" << left + pw / 2 << "\" y=\"" << o.height - 6 << "\" text-anchor=\"middle\">"
       << html_escape(o.x_label) << "</text>";

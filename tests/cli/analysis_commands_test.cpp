@@ -1,0 +1,252 @@
+// `ablate probe` and `ablate compare` end to end on two tiny CPU runs that differ only in norm
+// placement (pre vs sandwich): the probe reproduces the in-training probe record of the same step,
+// compare writes a self-contained report with every section, bad inputs exit 2 with one line.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+#include <sys/wait.h>
+
+#include <algorithm>
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+struct Result {
+  int status;
+  std::string out;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  std::string cmd = std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  int rc = pclose(p);
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+}
+
+size_t count_lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A tiny model and run: a few seconds on one CPU core. probe.train_sequences == probe.sequences,
+// so the in-training (compact) probe and `ablate probe` (full) see the same probe set.
+const char* kConfig = R"(seed: 3
+device: cpu
+model: {d_model: 32, n_layers: 2, n_heads: 2, head_dim: 16, vocab: 34}
+data: {source: synthetic, seq_len: 16, synthetic: {vocab: 32, val_sequences: 16}}
+train:
+  steps: 6
+  batch: 4
+  eval: {every: 3}
+  checkpoint: {every: 3}
+  probe: {every: 3}
+  log: {every: 1}
+probe: {sequences: 8, batch: 4, train_sequences: 8, seq_len: 16}
+)";
+
+// Trains the two runs once for every test case of this file.
+struct Runs {
+  fs::path root, pre, sandwich;
+  bool ok = false;
+  Runs() {
+    std::string tmpl = (fs::temp_directory_path() / "ablate_analysis_XXXXXX").string();
+    root = mkdtemp(tmpl.data());
+    std::ofstream(root / "tiny.yaml") << kConfig;
+    pre = root / "pre";
+    sandwich = root / "sandwich";
+    auto a = run("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + pre.string() +
+                 " --set model.norm.placement=pre");
+    auto b = run("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + sandwich.string() +
+                 " --set model.norm.placement=sandwich");
+    ok = a.status == 0 && b.status == 0;
+    if (!ok) WARN("training failed:\n" << a.out << "\n" << b.out);
+  }
+  ~Runs() {
+    std::error_code ec;
+    fs::remove_all(root, ec);
+  }
+};
+
+Runs& runs() {
+  static Runs r;
+  return r;
+}
+
+json probe_record(const fs::path& run_dir, int64_t step) {
+  std::ifstream in(run_dir / "metrics.jsonl");
+  std::string line;
+  while (std::getline(in, line)) {
+    json r = json::parse(line);
+    if (r.value("split", "") == "probe" && r.value("step", -1) == step) return r["probe"];
+  }
+  return nullptr;
+}
+
+// Start and end tags balance (void elements and self-closing tags aside); comments and the
+// doctype are skipped. Returns the first problem, or "".
+std::string html_problem(const std::string& html) {
+  static const std::vector<std::string> kVoid = {"meta", "br", "hr", "img", "input", "link", "wbr", "col"};
+  std::vector<std::string> stack;
+  size_t i = 0;
+  while ((i = html.find('<', i)) != std::string::npos) {
+    const size_t end = html.find('>', i);
+    if (end == std::string::npos) return "unterminated tag at " + std::to_string(i);
+    const std::string tag = html.substr(i + 1, end - i - 1);
+    i = end + 1;
+    if (tag.empty()) return "empty tag";
+    if (tag[0] == '!') continue;
+    const bool closing = tag[0] == '/';
+    const size_t name_start = closing ? 1 : 0;
+    const size_t name_end = tag.find_first_of(" \t\n/", name_start);
+    const std::string name = tag.substr(name_start, name_end == std::string::npos ? std::string::npos : name_end - name_start);
+    if (closing) {
+      if (stack.empty() || stack.back() != name) return "</" + name + "> closes <" + (stack.empty() ? "" : stack.back()) + ">";
+      stack.pop_back();
+    } else if (tag.back() != '/' && std::find(kVoid.begin(), kVoid.end(), name) == kVoid.end()) {
+      stack.push_back(name);
+    }
+  }
+  return stack.empty() ? "" : "<" + stack.back() + "> never closed";
+}
+
+}  // namespace
+
+TEST_CASE("probe reproduces the in-training probe of the same step") {
+  auto& r = runs();
+  REQUIRE(r.ok);
+  const fs::path out = r.root / "pre_probe.json";
+  auto p = run("--log-level warn probe " + r.pre.string() + " --out " + out.string());
+  INFO(p.out);
+  REQUIRE(p.status == 0);
+  CHECK(p.out.find("spike magnitude") != std::string::npos);
+  CHECK(p.out.find("Sink_1^") != std::string::npos);
+  REQUIRE(fs::exists(out));
+  const json rec = json::parse(read_file(out));
+  CHECK(rec["step"] == 6);
+  CHECK(rec["run"] == "pre");
+  const json full = rec["probe"];
+  CHECK(full["compact"] == false);
+  CHECK(full.contains("geometry"));
+  const json trained = probe_record(r.pre, 6);
+  REQUIRE(trained.is_object());
+  CHECK(trained["compact"] == true);
+  // The compact-relevant values, compared exactly (JSON keeps doubles round-trip exact).
+  CHECK(full["spike"]["magnitude"] == trained["spike"]["magnitude"]);
+  CHECK(full["spike"]["peak_block"] == trained["spike"]["peak_block"]);
+  CHECK(full["spike"]["blocks"] == trained["spike"]["blocks"]);
+  CHECK(full["sink"]["mass"] == trained["sink"]["mass"]);
+  CHECK(full["sink"]["mass_per_layer"] == trained["sink"]["mass_per_layer"]);
+  CHECK(full["sink"]["sink_eps"] == trained["sink"]["sink_eps"]);
+  CHECK(full["sink"]["sink_eps_per_layer"] == trained["sink"]["sink_eps_per_layer"]);
+  CHECK(full["sink"]["alpha1"] == trained["sink"]["alpha1"]);
+
+  // An earlier checkpoint, given directly, matches its own step; the default output lies beside it.
+  const fs::path ckpt3 = r.pre / "checkpoints" / "step_00000003";
+  REQUIRE(fs::exists(ckpt3));
+  p = run("--log-level warn probe " + ckpt3.string());
+  INFO(p.out);
+  REQUIRE(p.status == 0);
+  const json rec3 = json::parse(read_file(ckpt3 / "probe.json"));
+  CHECK(rec3["step"] == 3);
+  CHECK(rec3["probe"]["spike"]["magnitude"] == probe_record(r.pre, 3)["spike"]["magnitude"]);
+  CHECK(rec3["probe"]["sink"]["sink_eps_per_layer"] == probe_record(r.pre, 3)["sink"]["sink_eps_per_layer"]);
+}
+
+TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML report") {
+  auto& r = runs();
+  REQUIRE(r.ok);
+  const fs::path html_path = r.root / "report" / "report.html", json_path = r.root / "compare.json";
+  auto c = run("--log-level warn compare " + r.pre.string() + " " + r.sandwich.string() + " --out " +
+               html_path.string() + " --json " + json_path.string());
+  INFO(c.out);
+  REQUIRE(c.status == 0);
+  CHECK(c.out.find("spike_magnitude") != std::string::npos);
+  CHECK(c.out.find("sandwich") != std::string::npos);
+
+  const std::string html = read_file(html_path);
+  for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "emergence", "weights"})
+    CHECK(html.find(std::string("<section id=\"") + id + "\"") != std::string::npos);
+  // Self-contained: the only "http" is the SVG namespace name (never fetched).
+  std::string stripped = html;
+  for (size_t i; (i = stripped.find("http://www.w3.org/2000/svg")) != std::string::npos;) stripped.erase(i, 26);
+  CHECK(stripped.find("http") == std::string::npos);
+  CHECK(html_problem(html) == "");
+  CHECK(html.find("No comparable weights") == std::string::npos);
+
+  const json j = json::parse(read_file(json_path));
+  REQUIRE(j["runs"].size() == 2);
+  CHECK(j["runs"][0]["name"] == "pre");
+  CHECK(j["runs"][1]["name"] == "sandwich");
+  CHECK(j["runs"][0]["weight_diff"].empty());
+  // Sandwich adds output norms; the shared parameters (embeddings, attention, FFN) are compared.
+  CHECK(j["runs"][1]["weight_diff"].size() > 0);
+  for (const auto& w : j["runs"][1]["weight_diff"]) {
+    CHECK(w["relative_norm"].get<double>() >= 0);
+    CHECK(w["cosine"].get<double>() <= 1.0 + 1e-12);
+  }
+  CHECK(j["runs"][1]["spike_magnitude"].is_number());
+  CHECK(j["runs"][1]["sink_mass"].is_number());
+  // compare saved the sandwich run's probe beside its checkpoint (pre's came from the probe test
+  // or was written now).
+  CHECK(fs::exists(r.sandwich / "checkpoints" / "step_00000006" / "probe.json"));
+}
+
+TEST_CASE("probe and compare: bad inputs exit 2 with one line") {
+  auto& r = runs();
+  REQUIRE(r.ok);
+  auto e = run("probe " + (r.root / "nonexistent").string());
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+  CHECK(e.out.find("no such run directory or checkpoint") != std::string::npos);
+
+  fs::create_directories(r.root / "empty");
+  e = run("probe " + (r.root / "empty").string());
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+  CHECK(e.out.find("no complete checkpoint") != std::string::npos);
+
+  // A damaged checkpoint: one byte of the weights changed (the manifest's checksum catches it).
+  const fs::path damaged = r.root / "damaged";
+  fs::copy(r.pre / "checkpoints" / "step_00000006", damaged, fs::copy_options::recursive);
+  {
+    std::fstream f(damaged / "model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-3, std::ios::end);
+    f.put('\x7f');
+  }
+  e = run("probe " + damaged.string());
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+  CHECK(e.out.find("damaged checkpoint") != std::string::npos);
+
+  e = run("compare " + r.pre.string() + " " + damaged.string());
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+  e = run("compare " + r.pre.string());
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+  e = run("probe " + r.pre.string() + " --set model.d_model=64");
+  CHECK(e.status == 2);
+  CHECK(count_lines(e.out) == 1);
+}
