@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 namespace ablate::analysis {
 
@@ -14,6 +15,7 @@ struct ProbeOptions {
   double massive_ratio = 1000.0; // ... and |h| >= massive_ratio · median
   int64_t seed = 1234;           // which validation sequences form the probe set
   int64_t train_sequences = 16;  // in-training probes use a smaller set (train.probe.every)
+  std::vector<int64_t> delimiters;  // delimiter token ids; empty = the tokenizer's (. , ; : ! ? newline)
 };
 
 }  // namespace ablate::analysis

@@ -157,6 +157,10 @@ InterventionReport measure_interventions(modules::LanguageModel& model, const at
     });
   }
   iv.mask_sink = measure([](ProbeRequest& req, size_t) { req.intervention.sink_mask = modules::SinkMask::sink; });
+  if (mo.attention.variant == "k_bias" || mo.attention.variant == "kv_bias") {
+    iv.mask_first = measure([](ProbeRequest& req, size_t) { req.intervention.sink_mask = modules::SinkMask::first_position; });
+    iv.mask_both = measure([](ProbeRequest& req, size_t) { req.intervention.sink_mask = modules::SinkMask::both; });
+  }
   return iv;
 }
 
@@ -357,7 +361,7 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
   } else {
     r.notes.push_back("interventions not measured: full probe only");
   }
-  if (extras.delimiter_ids.empty()) r.notes.push_back("delimiter sink not measured: no delimiter token ids given");
+  if (extras.delimiter_ids.empty()) r.notes.push_back("delimiter sink not measured: no delimiter token ids (synthetic data, or probe.delimiters)");
   if (was_training) model->train();
   return r;
 }
@@ -444,7 +448,8 @@ nlohmann::json to_json(const ProbeReport& r) {
     j["interventions"] = {{"selection", iv.selection}, {"block", iv.block}, {"entries", iv.entries},
                           {"channels", ichannels}, {"positions", ipositions}, {"channel_mean", imeans},
                           {"sink", iv.sink}, {"zero", loss_json(iv.zero)}, {"mean", loss_json(iv.mean)},
-                          {"mask_sink", loss_json(iv.mask_sink)}};
+                          {"mask_sink", loss_json(iv.mask_sink)}, {"mask_first_position", loss_json(iv.mask_first)},
+                          {"mask_both", loss_json(iv.mask_both)}};
   }
   j["notes"] = r.notes;
   return j;
@@ -520,6 +525,11 @@ std::string to_table(const ProbeReport& r) {
     row("mean", iv.mean);
     row("mask_sink", iv.mask_sink);
     o << "  (mask_sink hides " << iv.sink << ")\n";
+    if (iv.mask_first.measured) {
+      row("mask_pos0", iv.mask_first);
+      row("mask_both", iv.mask_both);
+      o << "  (mask_pos0 hides stream position 0; mask_both hides it and the learned key)\n";
+    }
   }
   for (const auto& n : r.notes) o << "note: " << n << "\n";
   return o.str();

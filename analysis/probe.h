@@ -57,6 +57,9 @@ struct InterventionReport {
   std::map<int64_t, double> channel_mean;       // channel -> the mean the mean intervention sets
   std::string sink;                             // the key mask_sink hides, in words
   InterventionLoss zero, mean, mask_sink;
+  // Variants whose sink is a learned key (k_bias, kv_bias) only: also mask stream position 0
+  // (SinkMask::first_position) and both the learned key and position 0 (SinkMask::both).
+  InterventionLoss mask_first, mask_both;
 };
 
 struct ProbeReport {

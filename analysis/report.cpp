@@ -243,7 +243,16 @@ json compare_json(const std::vector<RunData>& runs) {
                 {"sink_eps", at_path(p, {"sink", "sink_eps"})},
                 {"sink_epsilon", at_path(p, {"sink", "epsilon"})},
                 {"locality_alpha_corr", at_path(p, {"sink", "locality_alpha_corr"})},
-                {"spike_token_cosine", at_path(p, {"geometry", "cosine"})}};
+                {"spike_token_cosine", at_path(p, {"geometry", "cosine"})},
+                {"delimiter_sink_eps", at_path(p, {"sink", "delimiter", "sink_eps"})},
+                {"loss", at_path(p, {"loss"})},
+                {"delta_zero", at_path(p, {"interventions", "zero", "delta"})},
+                {"delta_mean", at_path(p, {"interventions", "mean", "delta"})},
+                {"delta_mask_sink", at_path(p, {"interventions", "mask_sink", "delta"})},
+                {"delta_mask_first_position", at_path(p, {"interventions", "mask_first_position", "delta"})},
+                {"delta_mask_both", at_path(p, {"interventions", "mask_both", "delta"})},
+                {"intervention_block", at_path(p, {"interventions", "block"})},
+                {"intervention_selection", at_path(p, {"interventions", "selection"})}};
     const json peak = at_path(p, {"spike", "peak_block"});
     const json blocks = at_path(p, {"spike", "blocks"});
     if (peak.is_number() && blocks.is_array() && peak.get<size_t>() < blocks.size()) {
@@ -273,6 +282,23 @@ std::string compare_table(const std::vector<RunData>& runs) {
     o << std::left << std::setw(static_cast<int>(w) + 2) << r["name"].get<std::string>();
     for (const char* k : keys) o << std::right << std::setw(16) << num(number(r[k]));
     o << "\n";
+  }
+  // Interventions (full probes only): probe-set loss change with massive activations zeroed or
+  // set to their mean, and with the sink masked.
+  bool any = false;
+  for (const auto& r : j["runs"]) any = any || !r["delta_mask_sink"].is_null();
+  if (any) {
+    const char* ikeys[] = {"loss", "delta_zero", "delta_mean", "delta_mask_sink", "delta_mask_first_position",
+                           "delimiter_sink_eps"};
+    o << "\n" << std::left << std::setw(static_cast<int>(w) + 2) << "interventions";
+    for (const char* k : ikeys) o << std::right << std::setw(k == std::string("delta_mask_first_position") ? 27 : 20) << k;
+    o << "\n";
+    for (const auto& r : j["runs"]) {
+      o << std::left << std::setw(static_cast<int>(w) + 2) << r["name"].get<std::string>();
+      for (const char* k : ikeys)
+        o << std::right << std::setw(k == std::string("delta_mask_first_position") ? 27 : 20) << num(number(r[k]));
+      o << "\n";
+    }
   }
   return o.str();
 }
@@ -389,6 +415,26 @@ std::string render_html(const std::vector<RunData>& runs, const std::string& tit
       << svg_line_plot(mass, {"sink mass", "step", "mass"}) << svg_line_plot(eps, {"Sink^ε", "step", "fraction"})
       << "</div></section>\n";
   }
+
+  // Interventions.
+  h << "<section id=\"interventions\"><h2>Interventions</h2><table><tr><th>run</th><th>probe loss</th>"
+       "<th>selection (block)</th><th>Δ zero</th><th>Δ mean</th><th>Δ mask sink</th><th>Δ mask position 0</th>"
+       "<th>Δ mask both</th><th>first-delimiter Sink<sup>ε</sup></th></tr>";
+  for (const auto& r : summary["runs"]) {
+    h << "<tr><td>" << html_escape(r["name"].get<std::string>()) << "</td><td>" << num(number(r["loss"])) << "</td><td>";
+    if (r["intervention_selection"].is_string())
+      h << html_escape(r["intervention_selection"].get<std::string>()) << " (" << r["intervention_block"].dump() << ")";
+    else
+      h << "–";
+    h << "</td>";
+    for (const char* k : {"delta_zero", "delta_mean", "delta_mask_sink", "delta_mask_first_position", "delta_mask_both",
+                          "delimiter_sink_eps"})
+      h << "<td>" << num(number(r[k])) << "</td>";
+    h << "</tr>";
+  }
+  h << "</table><p class=\"note\">Change of the mean next-token loss on the probe set (nats) under each intervention "
+       "of docs/metrics.md; measured by the full probe of the compared checkpoint (blank: not measured, e.g. no "
+       "massive entry, or the variant has no learned sink key).</p></section>\n";
 
   // Weight differences.
   h << "<section id=\"weights\"><h2>Weight differences</h2>";

@@ -64,7 +64,7 @@ std::string html_escape(const std::string& text);
 nlohmann::json compare_json(const std::vector<RunData>& runs);
 std::string compare_table(const std::vector<RunData>& runs);
 // Sections (each a <section id=...>): summary, loss, spike-profile, sink-layers, alpha-maps,
-// emergence, weights.
+// interventions, emergence, weights.
 std::string render_html(const std::vector<RunData>& runs, const std::string& title);
 
 }  // namespace ablate::analysis

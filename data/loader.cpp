@@ -113,6 +113,7 @@ struct Loader::Impl {
   int64_t position = 0;
   int32_t bos = 0;
   int64_t vocab = 0;
+  std::vector<int64_t> delimiters;
   std::string fingerprint;
   std::vector<float> mask;  // (T)
 
@@ -171,6 +172,7 @@ struct Loader::Impl {
     auto tok = load_tokenizer(opt.tokenizer);
     bos = tok->bos_id();
     vocab = tok->vocab_size();
+    for (int32_t id : tok->delimiter_ids()) delimiters.push_back(id);
     const auto train_paths = expand_shard_spec(opt.train, "data.train");
     int64_t max_id = -1, train_tokens = 0;
     uint64_t files_hash = 0;
@@ -286,6 +288,7 @@ void Loader::restore(const LoaderState& s) {
 
 int64_t Loader::vocab_needed() const { return impl_->vocab; }
 int32_t Loader::bos_id() const { return impl_->bos; }
+std::vector<int64_t> Loader::delimiter_ids() const { return impl_->delimiters; }
 int64_t Loader::samples_per_epoch() const { return impl_->per_epoch(); }
 const DataOptions& Loader::options() const { return impl_->opt; }
 

@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "data/options.h"
 
@@ -57,6 +58,8 @@ class Loader {
   // synthetic vocab + 2, or the largest id in the shards + 1 if that is larger).
   int64_t vocab_needed() const;
   int32_t bos_id() const;
+  // The tokenizer's delimiter ids (Tokenizer::delimiter_ids); empty for synthetic data.
+  std::vector<int64_t> delimiter_ids() const;
   // Samples per epoch (synthetic: unbounded, reported as INT64_MAX).
   int64_t samples_per_epoch() const;
   // Hex digest of the tokens of global samples [0, n): equal digests = same data order.

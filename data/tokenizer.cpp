@@ -4,7 +4,10 @@
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
+#include <set>
 #include <unordered_map>
 
 #include "data/core/errors.h"
@@ -33,6 +36,12 @@ class ByteTokenizer final : public Tokenizer {
   int64_t vocab_size() const override { return 257; }
   int32_t bos_id() const override { return 256; }
   std::string name() const override { return "byte"; }
+  std::vector<int32_t> delimiter_ids() const override {
+    std::vector<int32_t> ids;
+    for (const auto& t : delimiter_texts()) ids.push_back(static_cast<unsigned char>(t[0]));
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  }
 };
 
 class SentencePieceTokenizer final : public Tokenizer {
@@ -62,6 +71,20 @@ class SentencePieceTokenizer final : public Tokenizer {
   int64_t vocab_size() const override { return sp_.GetPieceSize(); }
   int32_t bos_id() const override { return sp_.bos_id(); }
   std::string name() const override { return path_; }
+  // The piece itself, its word-initial form ("\u2581."), and its byte-fallback piece ("<0x2E>").
+  std::vector<int32_t> delimiter_ids() const override {
+    std::set<int32_t> ids;
+    for (const auto& t : delimiter_texts()) {
+      char byte_piece[8];
+      std::snprintf(byte_piece, sizeof byte_piece, "<0x%02X>", static_cast<unsigned char>(t[0]));
+      std::vector<std::string> pieces = {t, "\xE2\x96\x81" + t, byte_piece};
+      for (const auto& piece : pieces) {
+        const int id = sp_.PieceToId(piece);
+        if (id >= 0 && id != sp_.unk_id() && !sp_.IsControl(id)) ids.insert(id);
+      }
+    }
+    return {ids.begin(), ids.end()};
+  }
 
  private:
   std::string path_;

@@ -20,7 +20,16 @@ class Tokenizer {
   virtual int32_t bos_id() const = 0;
   // "byte" or the .model path: what load_tokenizer() takes to rebuild it.
   virtual std::string name() const = 0;
+  // Ids of the single-token delimiters (docs/metrics.md, delimiter sink): the tokens for
+  // . , ; : ! ? and newline that exist in the vocabulary, ascending.
+  virtual std::vector<int32_t> delimiter_ids() const = 0;
 };
+
+// The delimiter characters of `Tokenizer::delimiter_ids`.
+inline const std::vector<std::string>& delimiter_texts() {
+  static const std::vector<std::string> texts = {".", ",", ";", ":", "!", "?", "\n"};
+  return texts;
+}
 
 // spec: "byte" (bytes 0..255, BOS = 256, vocab 257) or a SentencePiece .model path (BOS = the
 // model's bos id; a model without one is a UserError).

@@ -5,7 +5,8 @@
 // Invariants:
 // * Every component initialises its own parameters in its constructor from torch's default CPU
 //   generator, in construction order (normal(0, std) matrices and embeddings, gains 1, biases 0),
-//   so `torch::manual_seed(s)` before building a model fixes every weight.
+//   so `torch::manual_seed(s)` before building a model fixes every weight. Random draws go
+//   through `init_normal`, so that `model.init.by_name` can redraw them keyed by name.
 // * Each factory record carries the closed-form parameter count of what it builds; the model's
 //   `parameter_count` is the sum of these terms (docs/model.md), tested against the real count.
 // * Strategies that are not modules (attention kernels, gates) register their parameters on the
@@ -21,12 +22,32 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "modules/options.h"
 #include "modules/registry.h"
 
 namespace ablate::modules {
+
+// Draws `t` from normal(0, std) in place. While a model is being built, records (t, std) so that
+// `model.init.by_name` can redraw it from a generator keyed by the parameter's name.
+void init_normal(const at::Tensor& t, double std);
+
+// Collects the draws of `init_normal` on this thread while alive (nests; the model's constructor
+// holds one).
+class InitRecorder {
+ public:
+  InitRecorder();
+  ~InitRecorder();
+  InitRecorder(const InitRecorder&) = delete;
+  InitRecorder& operator=(const InitRecorder&) = delete;
+  const std::vector<std::pair<at::Tensor, double>>& draws() const { return draws_; }
+
+ private:
+  std::vector<std::pair<at::Tensor, double>> draws_;
+  std::vector<std::pair<at::Tensor, double>>* previous_;
+};
 
 // A bias-free linear map `in -> out` with weight ~ normal(0, std) (parameter name `weight`).
 torch::nn::Linear make_linear(int64_t in, int64_t out, double std);

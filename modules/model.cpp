@@ -2,11 +2,13 @@
 #include "modules/model.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/init.h>
 
 #include <algorithm>
 #include <cmath>
 #include <iomanip>
+#include <map>
 #include <sstream>
 
 #include "data/core/errors.h"
@@ -192,19 +194,43 @@ LanguageModelImpl::LanguageModelImpl(const ModelOptions& o)
     : options_(o), prefix_(prefix_tokens(o)), recipe_(placement_registry().get(o.norm.placement)) {
   TORCH_CHECK(o.max_seq_len > 0, "ModelOptions::max_seq_len must be resolved (> 0)");
   const int64_t C = o.d_model, positions = o.max_seq_len + prefix_;
+  const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
+  InitRecorder recorder;
   torch::NoGradGuard no_grad;
   embed_ = register_module("embed", torch::nn::Embedding(o.vocab, C));
-  embed_->weight.normal_(0.0, o.init.std);
-  if (prefix_ > 0) sink_token_ = register_parameter("sink_token", at::empty({prefix_, C}).normal_(0.0, o.init.std));
+  init_normal(embed_->weight, o.init.std);
+  if (prefix_ > 0) {
+    sink_token_ = register_parameter("sink_token", at::empty({prefix_, C}));
+    init_normal(sink_token_, o.init.std);
+  }
   position_ = register_module("pos_embed", position_registry().get(o.position.type).create(o, positions));
   if (gate_kind_registry().get(o.attention.gate.kind).create()->source() == GateSource::position_embedding) {
     gate_pos_embed_ = register_module("gate_pos_embed", torch::nn::Embedding(positions, C));
-    gate_pos_embed_->weight.normal_(0.0, o.init.std);
+    init_normal(gate_pos_embed_->weight, o.init.std);
   }
   layers_ = register_module("layers", torch::nn::ModuleList());
   for (int64_t i = 0; i < o.n_layers; ++i) layers_->push_back(Block(o));
   if (recipe_.final_norm) final_norm_ = register_module("final_norm", norm_registry().get(o.norm.type).create(C, o.norm));
   if (!o.tie_embeddings) lm_head_ = register_module("lm_head", make_linear(C, o.vocab, o.init.std));
+  if (o.init.by_name) redraw_by_name(seed, recorder.draws());
+}
+
+// Redraws every recorded parameter from its own generator, seeded by FNV-1a of its name mixed
+// with the model seed, so its values depend on (seed, name, shape, std) only.
+void LanguageModelImpl::redraw_by_name(uint64_t seed, const std::vector<std::pair<at::Tensor, double>>& draws) {
+  std::map<const c10::TensorImpl*, double> std_of;
+  for (const auto& [t, std] : draws) std_of[t.unsafeGetTensorImpl()] = std;
+  at::NoGradGuard no_grad;
+  for (const auto& item : named_parameters(/*recurse=*/true)) {
+    auto it = std_of.find(item.value().unsafeGetTensorImpl());
+    if (it == std_of.end()) continue;  // constant init (gains, biases, alphas)
+    uint64_t h = 1469598103934665603ULL ^ (seed * 0x9E3779B97F4A7C15ULL);
+    for (unsigned char c : item.key()) h = (h ^ c) * 1099511628211ULL;
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(h);
+    auto fresh = at::empty(item.value().sizes(), item.value().options().device(at::kCPU));
+    fresh.normal_(0.0, it->second, gen);
+    item.value().copy_(fresh);
+  }
 }
 
 ForwardResult LanguageModelImpl::forward(const at::Tensor& tokens, const ProbeRequest& probe) {

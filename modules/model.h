@@ -98,6 +98,7 @@ class LanguageModelImpl : public torch::nn::Module {
   static bool decays(const std::string& parameter_name, const at::Tensor& p);
 
  private:
+  void redraw_by_name(uint64_t seed, const std::vector<std::pair<at::Tensor, double>>& draws);
   ModelOptions options_;
   int64_t prefix_ = 0;
   PlacementRecipe recipe_;

@@ -40,6 +40,10 @@ struct PositionOptions {
 struct InitOptions {
   double std = 0.02;             // normal init of every matrix and embedding
   bool scaled_residual = true;   // output projections of each sublayer use std / sqrt(2·n_layers)
+  // Each random parameter is drawn from a generator keyed by (seed, parameter name) instead of
+  // one stream in construction order, so variants that share a parameter's name and shape start
+  // from identical values (matched ablations: sweep `init_from_seed: true`).
+  bool by_name = false;
 };
 
 struct ModelOptions {

@@ -14,10 +14,22 @@
 
 namespace ablate::modules {
 
+namespace {
+thread_local std::vector<std::pair<at::Tensor, double>>* init_record = nullptr;
+}  // namespace
+
+void init_normal(const at::Tensor& t, double std) {
+  torch::NoGradGuard no_grad;
+  t.normal_(0.0, std);
+  if (init_record) init_record->emplace_back(t, std);
+}
+
+InitRecorder::InitRecorder() : previous_(init_record) { init_record = &draws_; }
+InitRecorder::~InitRecorder() { init_record = previous_; }
+
 torch::nn::Linear make_linear(int64_t in, int64_t out, double std) {
   torch::nn::Linear l(torch::nn::LinearOptions(in, out).bias(false));
-  torch::NoGradGuard no_grad;
-  l->weight.normal_(0.0, std);
+  init_normal(l->weight, std);
   return l;
 }
 
@@ -160,8 +172,7 @@ class LearnedPositions : public PositionImpl {
  public:
   LearnedPositions(int64_t positions, int64_t d, double std) {
     weight_ = register_parameter("weight", at::empty({positions, d}));
-    torch::NoGradGuard no_grad;
-    weight_.normal_(0.0, std);
+    init_normal(weight_, std);
   }
   at::Tensor embed(const at::Tensor& x) override {
     int64_t S = x.size(1);
@@ -233,8 +244,12 @@ class KeyBiasKernel : public SoftmaxKernel {
   explicit KeyBiasKernel(bool with_value) : with_value_(with_value) {}
   void build(torch::nn::Module& attn, int64_t G, int64_t E, double std) override {
     torch::NoGradGuard no_grad;
-    k_bias_ = attn.register_parameter("k_bias", at::empty({G, E}).normal_(0.0, std));
-    if (with_value_) v_bias_ = attn.register_parameter("v_bias", at::empty({G, E}).normal_(0.0, std));
+    k_bias_ = attn.register_parameter("k_bias", at::empty({G, E}));
+    init_normal(k_bias_, std);
+    if (with_value_) {
+      v_bias_ = attn.register_parameter("v_bias", at::empty({G, E}));
+      init_normal(v_bias_, std);
+    }
   }
   int64_t parameters(int64_t G, int64_t E) const override { return (with_value_ ? 2 : 1) * G * E; }
   ExtendedKeys extend(const at::Tensor& k, const at::Tensor& v) const override {

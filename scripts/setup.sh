@@ -11,7 +11,9 @@ VENV="$root/.venv"
 APT_PACKAGES=(cmake ninja-build ccache g++ libyaml-cpp-dev libspdlog-dev catch2 libcli11-dev
               libsentencepiece-dev nlohmann-json3-dev libssl-dev)
 # Python packages the project's own scripts use (tests, the PyTorch reference, exports).
-PY_PACKAGES=(numpy safetensors)
+# transformers (no extras) and sentencepiece: `ablate export hf` and its test load the export;
+# tensorboard: `ablate export tensorboard` (torch.utils.tensorboard) and its reader (docs/interop.md).
+PY_PACKAGES=(numpy safetensors transformers sentencepiece tensorboard)
 # What `import torch` needs besides the CUDA wheels (from torch's own METADATA).
 TORCH_PY_DEPS=(filelock "typing-extensions>=4.10.0" "setuptools<82" "sympy>=1.13.3" "networkx>=2.5.1" jinja2 "fsspec>=0.8.5")
 # The CUDA libraries libtorch_cuda.so links that a CUDA 13.0 toolkit install does not provide.
@@ -29,6 +31,27 @@ if ((${#missing[@]})); then
   SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# Gloo's headers, for trainers/distributed.cpp only (the torch wheel ships none; Gloo itself is
+# compiled into libtorch_cpu). Unpacked from Debian's package into .gloo/, never installed, never
+# linked: docs/distributed.md explains the choice and its risks.
+GLOO_DEB_VERSION="0.0~git20220518.5b14351-3"
+gloo_dir="$root/.gloo"
+if [[ ! -f $gloo_dir/.version || "$(cat "$gloo_dir/.version")" != "$GLOO_DEB_VERSION" ]]; then
+  log "unpacking Gloo headers (libgloo-dev $GLOO_DEB_VERSION) into $gloo_dir"
+  tmp="$(mktemp -d)"
+  if ! (cd "$tmp" && apt-get download -qq "libgloo-dev=$GLOO_DEB_VERSION" >/dev/null 2>&1); then
+    SUDO=""; [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    (cd "$tmp" && apt-get download -qq "libgloo-dev=$GLOO_DEB_VERSION" >/dev/null) \
+      || { log "cannot download libgloo-dev=$GLOO_DEB_VERSION from Debian"; exit 1; }
+  fi
+  rm -rf "$gloo_dir"
+  dpkg -x "$tmp"/libgloo-dev_*.deb "$gloo_dir"
+  rm -rf "$tmp"
+  [[ -f $gloo_dir/usr/include/gloo/algorithm.h ]] || { log "libgloo-dev has no gloo/algorithm.h"; exit 1; }
+  echo "$GLOO_DEB_VERSION" > "$gloo_dir/.version"
 fi
 
 # The stamp records what was installed; a change of this script's pins reinstalls.

@@ -2,7 +2,6 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
@@ -24,6 +23,7 @@
 #include "data/loader.h"
 #include "modules/model.h"
 #include "trainers/optimizer.h"
+#include "trainers/step.h"
 
 namespace ablate::trainers {
 namespace {
@@ -35,32 +35,6 @@ double seconds_since(Clock::time_point t0) { return std::chrono::duration<double
 void sync(const at::Device& device) {
   if (device.is_cuda()) torch::cuda::synchronize(device.index());
 }
-
-// bf16 autocast on CUDA, as in trainer.cpp (LibTorch has no C++ guard).
-class AutocastScope {
- public:
-  explicit AutocastScope(bool enabled) : enabled_(enabled) {
-    if (!enabled_) return;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!enabled_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-  AutocastScope(const AutocastScope&) = delete;
-  AutocastScope& operator=(const AutocastScope&) = delete;
-
- private:
-  bool enabled_;
-  bool prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
-};
 
 // Peak resident set of this process (VmHWM), bytes; 0 if unreadable.
 int64_t host_peak_rss() {
@@ -226,10 +200,8 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
       {
         AutocastScope scope(autocast);
         auto out = model->forward(inputs);
-        const int64_t V = out.logits.size(-1);
-        auto ce = at::cross_entropy_loss(out.logits.to(at::kFloat).reshape({-1, V}), targets.reshape({-1}), {},
-                                         at::Reduction::None);
-        loss = (ce * mask).sum() / mask.sum().clamp_min(1) / static_cast<double>(n_micro);
+        auto [sum, count] = masked_ce(out.logits, targets, mask);
+        loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
       }
       phase(forward_s, t);
       loss.backward();

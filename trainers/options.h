@@ -37,6 +37,11 @@ struct ProbeScheduleOptions {
   int64_t every = 0;  // 0 = no in-training probes
 };
 
+struct DistOptions {
+  int64_t timeout = 600;    // seconds a rank waits for the others (rendezvous, every collective)
+  int64_t check_every = 0;  // > 0: check that every rank holds the same parameters every N steps
+};
+
 struct LogOptions {
   int64_t every = 10;
 };
@@ -56,6 +61,7 @@ struct TrainOptions {
   CheckpointOptions checkpoint;
   ProbeScheduleOptions probe;
   LogOptions log;
+  DistOptions dist;
 };
 
 }  // namespace ablate::trainers

@@ -1,7 +1,6 @@
 #include "trainers/trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/autocast_mode.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 #include <unistd.h>
@@ -11,9 +10,12 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
+#include <optional>
 
 #include "analysis/probe.h"
 #include "data/core/errors.h"
@@ -23,7 +25,9 @@
 #include "data/loader.h"
 #include "modules/model.h"
 #include "trainers/checkpoint.h"
+#include "trainers/distributed.h"
 #include "trainers/optimizer.h"
+#include "trainers/step.h"
 
 namespace fs = std::filesystem;
 
@@ -57,31 +61,6 @@ class SignalScope {
 
  private:
   struct sigaction old_int_ {}, old_term_ {};
-};
-
-// --- bf16 autocast on CUDA (LibTorch has no C++ guard) -----------------------------------------
-
-class AutocastScope {
- public:
-  explicit AutocastScope(bool enabled) : enabled_(enabled) {
-    if (!enabled_) return;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
-    at::autocast::increment_nesting();
-  }
-  ~AutocastScope() {
-    if (!enabled_) return;
-    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
-  }
-
- private:
-  bool enabled_;
-  bool prev_enabled_ = false;
-  at::ScalarType prev_dtype_ = at::kBFloat16;
 };
 
 // --- Progress: a live line on a terminal, plain log lines otherwise ---------------------------
@@ -134,13 +113,30 @@ std::string human_count(double x) {
   return buf;
 }
 
-// Mean next-token cross entropy over the positions the mask selects: (sum, count) on device.
-std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets, const at::Tensor& mask) {
-  const int64_t V = logits.size(-1);
-  auto ce = at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, V}), targets.reshape({-1}), {},
-                                   at::Reduction::None);
-  auto m = mask.reshape({-1});
-  return {(ce * m).sum(), m.sum()};
+// Test hook for failure handling (docs/distributed.md): ABLATE_FAULT=kill:RANK:STEP makes that
+// rank SIGKILL itself after that step, hang:RANK:STEP makes it sleep forever.
+void inject_fault(int rank, int64_t step) {
+  static const std::string spec = [] {
+    const char* v = std::getenv("ABLATE_FAULT");
+    return std::string(v ? v : "");
+  }();
+  if (spec.empty()) return;
+  char kind[8] = {0};
+  int fault_rank = -1;
+  long long fault_step = -1;
+  if (std::sscanf(spec.c_str(), "%7[a-z]:%d:%lld", kind, &fault_rank, &fault_step) != 3) return;
+  if (fault_rank != rank || fault_step != step) return;
+  log::warn(log::str("ABLATE_FAULT: rank ", rank, " ", kind, " after step ", step));
+  if (std::string(kind) == "kill") std::raise(SIGKILL);
+  if (std::string(kind) == "hang")
+    for (;;) pause();
+}
+
+std::vector<at::Tensor> tensors_of(const std::vector<NamedParameter>& params) {
+  std::vector<at::Tensor> out;
+  out.reserve(params.size());
+  for (const auto& p : params) out.push_back(p.tensor);
+  return out;
 }
 
 struct Batches {
@@ -167,7 +163,16 @@ Tensors rng_state(const at::Device& device) {
   return out;
 }
 
-void restore_rng(const Tensors& states, const at::Device& device, const std::string& source) {
+// Rank r > 0 takes the states saved as "rank<r>/<name>"; rank 0 the plain names.
+void restore_rng(const Tensors& saved, const at::Device& device, const std::string& source, int rank) {
+  Tensors states;
+  const std::string prefix = "rank" + std::to_string(rank) + "/";
+  for (const auto& [name, state] : saved) {
+    if (rank == 0 && name.rfind("rank", 0) != 0) states.emplace_back(name, state);
+    if (rank > 0 && name.rfind(prefix, 0) == 0) states.emplace_back(name.substr(prefix.size()), state);
+  }
+  if (rank > 0 && states.empty())
+    log::warn(log::str(source, ": no RNG state saved for rank ", rank, "; its generators restart from the seed"));
   for (const auto& [name, state] : states) {
     if (name == "cpu") {
       auto gen = at::detail::getDefaultCPUGenerator();
@@ -182,23 +187,6 @@ void restore_rng(const Tensors& states, const at::Device& device, const std::str
                          "): CUDA random streams restart"));
     }
   }
-}
-
-void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source) {
-  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
-  at::NoGradGuard no_grad;
-  auto params = model->named_parameters(/*recurse=*/true);
-  for (auto& item : params) {
-    auto it = by_name.find(item.key());
-    if (it == by_name.end()) throw UserError(source + ": parameter '" + item.key() + "' is missing");
-    if (it->second.sizes() != item.value().sizes())
-      throw UserError(source + ": parameter '" + item.key() + "' has shape " + c10::str(it->second.sizes()) +
-                      ", the model expects " + c10::str(item.value().sizes()));
-    item.value().copy_(it->second);
-  }
-  if (by_name.size() != params.size())
-    throw UserError(source + ": holds " + std::to_string(by_name.size()) + " parameters, the model has " +
-                    std::to_string(params.size()));
 }
 
 double evaluate(modules::LanguageModel& model, const data::Loader& loader, const TrainerSetup& s,
@@ -244,17 +232,41 @@ std::string resolve_device(const std::string& device) {
 }
 
 TrainOutcome train(const TrainerSetup& s) {
-  const at::Device device(resolve_device(s.device));
+  const DistEnv& env = s.dist;
+  const bool main_rank = env.rank == 0;
+  at::Device device(resolve_device(s.device));
+  if (env.active() && device.is_cuda()) {
+    if (env.local_rank >= static_cast<int>(torch::cuda::device_count()))
+      throw UserError("LOCAL_RANK " + std::to_string(env.local_rank) + ": only " +
+                      std::to_string(torch::cuda::device_count()) + " CUDA device(s) are visible");
+    device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
+  }
   if (s.train.precision == "bf16" && !device.is_cuda())
     throw UserError("train.precision: bf16 autocast needs a CUDA device (device is " + device.str() + ")");
   if (device.is_cuda()) {
     at::globalContext().setAllowTF32CuBLAS(s.train.tf32);
     at::globalContext().setAllowTF32CuDNN(s.train.tf32);
   }
-  fs::create_directories(s.run_dir);
-  log::set_file((fs::path(s.run_dir) / "train.log").string());
+  // Rank 0 owns the run directory (log, records, checkpoints); the other ranks only warn.
+  if (main_rank) {
+    fs::create_directories(s.run_dir);
+    log::set_file((fs::path(s.run_dir) / "train.log").string());
+  } else if (log::level() < log::Level::warn) {
+    log::set_level(log::Level::warn);
+  }
 
-  data::Loader loader(s.data, s.train.micro_batch);
+  // The global batch splits evenly over the ranks; each rank's share over its micro-batches.
+  const int64_t world = env.world;
+  if (s.train.batch % world != 0)
+    throw UserError("train.batch: " + std::to_string(s.train.batch) + " sequences do not split evenly over " +
+                    std::to_string(world) + " processes");
+  const int64_t rank_batch = s.train.batch / world;
+  const int64_t micro_batch = std::min(s.train.micro_batch, rank_batch);
+  if (rank_batch % micro_batch != 0)
+    throw UserError("train.micro_batch: " + std::to_string(micro_batch) + " does not divide the " +
+                    std::to_string(rank_batch) + " sequences per process (train.batch " + std::to_string(s.train.batch) +
+                    " over " + std::to_string(world) + " processes)");
+  data::Loader loader(s.data, micro_batch, env.rank, env.world);
   if (loader.vocab_needed() > s.model.vocab)
     throw UserError("model.vocab: is " + std::to_string(s.model.vocab) + " but the data needs " +
                     std::to_string(loader.vocab_needed()) + " token ids (tokenizer '" + s.data.tokenizer + "')");
@@ -267,15 +279,22 @@ TrainOutcome train(const TrainerSetup& s) {
   for (auto& item : model->named_parameters(/*recurse=*/true))
     params.push_back({item.key(), item.value(), modules::LanguageModelImpl::decays(item.key(), item.value())});
   AdamW optimizer(params, s.train.optimizer);
+  std::unique_ptr<DataParallel> dp;
+  if (env.active()) {
+    log::info(log::str("data parallel: rank ", env.rank, " of ", env.world, " (", device.is_cuda() ? "NCCL" : "Gloo",
+                       "), rendezvous at ", env.master_addr, ":", env.master_port));
+    dp = std::make_unique<DataParallel>(env, device, std::chrono::milliseconds(s.train.dist.timeout * 1000));
+  }
 
   const int64_t total = total_steps(s.train, s.data);
   const int64_t stop_at = s.train.hard_stop > 0 ? std::min(s.train.hard_stop, total) : total;
-  const int64_t n_micro = s.train.batch / s.train.micro_batch;
+  const int64_t n_micro = rank_batch / micro_batch;
   const int64_t tokens_per_step = s.train.batch * s.data.seq_len;
   int64_t step = 0, tokens = 0;
 
   const std::string metrics_path = (fs::path(s.run_dir) / "metrics.jsonl").string();
   if (s.resume_from.empty()) {
+   if (main_rank) {
     std::error_code ec;
     fs::remove(metrics_path, ec);  // a fresh start owns the run directory's records
     nlohmann::json info = {{"parameters", modules::parameter_count(s.model)},
@@ -284,32 +303,53 @@ TrainOutcome train(const TrainerSetup& s) {
                            {"total_steps", total},
                            {"tokens_per_step", tokens_per_step},
                            {"data_order_hash", loader.order_hash(std::min<int64_t>(256, loader.samples_per_epoch()))},
+                           {"world_size", env.world},
                            {"provenance", provenance(s.git_commit)}};
     data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
+   }
   } else {
     auto ckpt = load_checkpoint(s.resume_from);
     load_parameters(model, ckpt.model, s.resume_from + "/model.safetensors");
     optimizer.load_state(ckpt.optimizer, s.resume_from + "/optimizer.safetensors");
-    restore_rng(ckpt.rng, device, s.resume_from + "/rng.safetensors");
+    restore_rng(ckpt.rng, device, s.resume_from + "/rng.safetensors", env.rank);
     try {
+      const int64_t saved_world = ckpt.train_state.value("world_size", int64_t{1});
+      if (saved_world != env.world)
+        throw UserError(s.resume_from + "/train_state.json: written by " + std::to_string(saved_world) +
+                        " process(es), this run has " + std::to_string(env.world) +
+                        ": resume with the same number of processes (gradient sums over another split differ "
+                        "in the last bits, so the continuation would not be exact)");
       step = ckpt.train_state.at("step").get<int64_t>();
       tokens = ckpt.train_state.at("tokens").get<int64_t>();
       loader.restore(data::LoaderState::from_json(ckpt.train_state.at("loader")));
     } catch (const nlohmann::json::exception& e) {
       throw UserError(s.resume_from + "/train_state.json: " + e.what());
     }
-    data::truncate_metrics_after(metrics_path, step);
+    if (main_rank) data::truncate_metrics_after(metrics_path, step);
     log::info(log::str("resuming from ", s.resume_from, " at step ", step, " (", human_count(tokens), " tokens)"));
   }
-  data::MetricsLog metrics(metrics_path);
+  std::optional<data::MetricsLog> metrics_log;
+  if (main_rank) metrics_log.emplace(metrics_path);
+  auto record = [&](const nlohmann::json& r) {
+    if (metrics_log) metrics_log->write(r);
+  };
+  if (dp) {
+    // Same seed, same checkpoint: the replicas must start equal; then the Reducer keeps them so.
+    dp->check_same("initial parameters", tensors_digest(tensors_of(params)));
+    dp->attach(tensors_of(params));
+  }
 
   at::Tensor probe_seqs;
-  if (s.train.probe.every > 0)
+  analysis::ProbeExtras probe_extras;
+  if (s.train.probe.every > 0) {
     probe_seqs = loader.probe_sequences(s.probe.train_sequences, s.probe.seq_len, s.probe.seed);
+    probe_extras.delimiter_ids = s.probe.delimiters.empty() ? loader.delimiter_ids() : s.probe.delimiters;
+  }
 
   log::info(log::str("training ", modules::parameter_count(s.model), " parameters on ", device.str(), ": steps ",
                      step, " -> ", stop_at, " of ", total, ", ", tokens_per_step, " tokens/step, ", n_micro,
-                     " micro-batch(es) of ", s.train.micro_batch, ", AdamW ", optimizer.fused() ? "fused" : "foreach"));
+                     " micro-batch(es) of ", micro_batch, world > 1 ? log::str(" on each of ", world, " processes") : "",
+                     ", AdamW ", optimizer.fused() ? "fused" : "foreach"));
 
   TrainOutcome outcome;
   outcome.last_val_loss = std::nan("");
@@ -319,6 +359,7 @@ TrainOutcome train(const TrainerSetup& s) {
   auto interval_start = Clock::now();
   int64_t interval_tokens = 0;
   double train_seconds = 0, probe_seconds = 0;
+  int64_t probes_run = 0;
   const auto run_start = Clock::now();
   const int64_t start_step = step;
 
@@ -329,24 +370,38 @@ TrainOutcome train(const TrainerSetup& s) {
     for (auto& item : model->named_parameters(/*recurse=*/true)) c.model.emplace_back(item.key(), item.value());
     c.optimizer = optimizer.state();
     c.rng = rng_state(device);
+    if (dp) {
+      // Every rank's generators: rank r > 0 as "rank<r>/<name>".
+      dp->check_same(log::str("parameters at step ", step), tensors_digest(tensors_of(params)));
+      const Tensors mine = c.rng;
+      for (const auto& [name, state] : mine) {
+        const auto all = dp->allgather(state);
+        for (int r = 1; r < env.world; ++r) c.rng.emplace_back("rank" + std::to_string(r) + "/" + name, all[r]);
+      }
+    }
+    if (!main_rank) return;
     c.train_state = {{"format", kCheckpointFormat},
                      {"step", step},
                      {"tokens", tokens},
                      {"total_steps", total},
+                     {"world_size", env.world},
                      {"loader", loader.state().to_json()}};
     c.config_yaml = s.config_yaml;
     c.provenance = provenance(s.git_commit);
-    metrics.sync();
+    metrics_log->sync();
     outcome.checkpoint = save_checkpoint(s.run_dir, step, c, s.train.checkpoint.keep);
     log::info(log::str("checkpoint ", outcome.checkpoint));
   };
 
-  while (step < stop_at && g_signal == 0) {
+  bool stop_now = false;  // a signal reached some rank (agreed by every rank each step)
+  while (step < stop_at && !stop_now) {
     const auto step_start = Clock::now();
     const double lr = learning_rate(s.train.optimizer, s.train.schedule, step, total);
     at::Tensor loss_sum = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
     for (int64_t m = 0; m < n_micro; ++m) {
+      const bool sync = m + 1 == n_micro;
       auto b = to_device(loader.next(), device);
+      if (dp) dp->before_forward(sync);
       at::Tensor loss;
       {
         AutocastScope scope(autocast);
@@ -354,6 +409,7 @@ TrainOutcome train(const TrainerSetup& s) {
         auto [sum, count] = masked_ce(out.logits, b.targets, b.mask);
         loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
       }
+      if (dp) dp->before_backward(loss, sync);
       loss.backward();
       loss_sum += loss.detach();
     }
@@ -363,10 +419,18 @@ TrainOutcome train(const TrainerSetup& s) {
     ++step;
     tokens += tokens_per_step;
     interval_tokens += tokens_per_step;
+    inject_fault(env.rank, step);
+    stop_now = g_signal != 0;
+    if (dp) {
+      stop_now = dp->any(stop_now);
+      if (s.train.dist.check_every > 0 && step % s.train.dist.check_every == 0)
+        dp->check_same(log::str("parameters at step ", step), tensors_digest(tensors_of(params)));
+    }
     train_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
 
     const bool last = step == stop_at;
     if (step % s.train.log.every == 0 || last) {
+      if (dp) dp->mean_(loss_sum);  // the ranks' mean = the loss of the global batch
       const double loss = loss_sum.item<double>();  // the one host sync of a logging step
       const double gn = grad_norm.item<double>();
       const double elapsed = std::chrono::duration<double>(Clock::now() - interval_start).count();
@@ -376,7 +440,7 @@ TrainOutcome train(const TrainerSetup& s) {
         log::error(log::str("step ", step, ": loss is ", loss, "; stopping (the last checkpoint is intact)"));
         throw std::runtime_error("non-finite training loss at step " + std::to_string(step));
       }
-      metrics.write({{"split", "train"}, {"step", step}, {"tokens", tokens}, {"loss", loss}, {"lr", lr},
+      record({{"split", "train"}, {"step", step}, {"tokens", tokens}, {"loss", loss}, {"lr", lr},
                      {"grad_norm", gn}, {"tokens_per_s", tps}});
       const double per_step = train_seconds / std::max<int64_t>(1, step - start_step);
       progress.update(log::str("step ", step, "/", stop_at, " | loss ", std::to_string(loss).substr(0, 6), " | lr ",
@@ -385,33 +449,34 @@ TrainOutcome train(const TrainerSetup& s) {
       interval_start = Clock::now();
       interval_tokens = 0;
     }
-    if ((s.train.eval.every > 0 && step % s.train.eval.every == 0) || last) {
+    if (main_rank && ((s.train.eval.every > 0 && step % s.train.eval.every == 0) || last)) {
       model->eval();
       const double val = evaluate(model, loader, s, device);
       model->train();
       outcome.last_val_loss = val;
-      metrics.write({{"split", "val"}, {"step", step}, {"tokens", tokens}, {"loss", val}, {"ppl", std::exp(val)}});
+      record({{"split", "val"}, {"step", step}, {"tokens", tokens}, {"loss", val}, {"ppl", std::exp(val)}});
       progress.clear();
       log::info(log::str("step ", step, ": val loss ", val, " (ppl ", std::exp(val), ")"));
     }
-    if (s.train.probe.every > 0 && (step % s.train.probe.every == 0 || last)) {
+    if (main_rank && s.train.probe.every > 0 && (step % s.train.probe.every == 0 || last)) {
       const auto t0 = Clock::now();
-      auto report = analysis::run_probe(model, probe_seqs.to(device), s.probe, /*compact=*/true);
+      auto report = analysis::run_probe(model, probe_seqs.to(device), s.probe, /*compact=*/true, probe_extras);
       model->train();
       const double dt = std::chrono::duration<double>(Clock::now() - t0).count();
       probe_seconds += dt;
-      metrics.write({{"split", "probe"}, {"step", step}, {"tokens", tokens}, {"probe_s", dt},
+      ++probes_run;
+      record({{"split", "probe"}, {"step", step}, {"tokens", tokens}, {"probe_s", dt},
                      {"probe", analysis::to_json(report)}});
     }
-    if ((s.train.checkpoint.every > 0 && step % s.train.checkpoint.every == 0) || last || g_signal != 0) checkpoint();
+    if ((s.train.checkpoint.every > 0 && step % s.train.checkpoint.every == 0) || last || stop_now) checkpoint();
   }
   progress.finish();
   outcome.step = step;
   outcome.tokens = tokens;
-  outcome.interrupted = g_signal != 0 && step < stop_at;
+  outcome.interrupted = stop_now && step < stop_at;
   const double wall = std::chrono::duration<double>(Clock::now() - run_start).count();
-  if (s.train.probe.every > 0 && train_seconds > 0)
-    log::info(log::str("in-training probes took ", probe_seconds, " s = ", 100.0 * probe_seconds / train_seconds,
+  if (probes_run > 0 && train_seconds > 0)
+    log::info(log::str("in-training probes (", probes_run, ") took ", probe_seconds, " s = ", 100.0 * probe_seconds / train_seconds,
                        " % of training-step time"));
   if (outcome.interrupted) {
     log::info(log::str("interrupted at step ", step, "; resume with: ablate train --resume ", s.run_dir));

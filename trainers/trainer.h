@@ -16,6 +16,7 @@
 #include "analysis/options.h"
 #include "data/options.h"
 #include "modules/options.h"
+#include "trainers/distributed.h"
 #include "trainers/options.h"
 
 namespace ablate::trainers {
@@ -31,6 +32,7 @@ struct TrainerSetup {
   std::string config_yaml;       // the resolved configuration, stored with every checkpoint
   std::string git_commit = "unknown";
   std::string resume_from;       // checkpoint directory to continue from; empty = fresh start
+  DistEnv dist;                  // this process's place in a data-parallel run (world 1 = alone)
 };
 
 struct TrainOutcome {

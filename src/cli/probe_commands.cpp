@@ -30,6 +30,7 @@
 #include "src/cli/commands.h"
 #include "src/config/config.h"
 #include "trainers/checkpoint.h"
+#include "trainers/step.h"
 #include "trainers/trainer.h"
 
 namespace fs = std::filesystem;
@@ -71,23 +72,6 @@ void check_probe_sets(const std::vector<std::string>& sets) {
   }
 }
 
-void load_parameters(modules::LanguageModel& model, const trainers::Tensors& saved, const std::string& source) {
-  std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
-  at::NoGradGuard no_grad;
-  auto params = model->named_parameters(/*recurse=*/true);
-  for (auto& item : params) {
-    auto it = by_name.find(item.key());
-    if (it == by_name.end()) throw UserError(source + ": parameter '" + item.key() + "' is missing");
-    if (it->second.sizes() != item.value().sizes())
-      throw UserError(source + ": parameter '" + item.key() + "' has shape " + c10::str(it->second.sizes()) +
-                      ", the model expects " + c10::str(item.value().sizes()));
-    item.value().copy_(it->second);
-  }
-  if (by_name.size() != params.size())
-    throw UserError(source + ": holds " + std::to_string(by_name.size()) + " parameters, the model has " +
-                    std::to_string(params.size()));
-}
-
 // The full probe of a checkpoint. Returns the record written to probe.json:
 // {"run", "checkpoint", "step", "probe_s", "probe": to_json(report)} (like a metrics.jsonl probe
 // record), and the report itself for the terminal table.
@@ -99,12 +83,14 @@ json probe_checkpoint(const Target& t, const std::vector<std::string>& sets, std
   const at::Tensor sequences = loader.probe_sequences(e.probe.sequences, e.probe.seq_len, e.probe.seed);
 
   modules::LanguageModel model(e.model);
-  load_parameters(model, t.weights.model, t.checkpoint + "/model.safetensors");
+  trainers::load_parameters(model, t.weights.model, t.checkpoint + "/model.safetensors");
   model->to(device);
   model->eval();
 
   const auto t0 = std::chrono::steady_clock::now();
-  const analysis::ProbeReport report = analysis::run_probe(model, sequences.to(device), e.probe, /*compact=*/false);
+  analysis::ProbeExtras extras;
+  extras.delimiter_ids = e.probe.delimiters.empty() ? loader.delimiter_ids() : e.probe.delimiters;
+  const analysis::ProbeReport report = analysis::run_probe(model, sequences.to(device), e.probe, /*compact=*/false, extras);
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (table) *table = analysis::to_table(report);
   return {{"run", t.name},

@@ -29,7 +29,7 @@ namespace {
 bool resumable_key(const std::string& key) {
   static const char* prefixes[] = {"name",          "run_dir",      "device",       "train.steps",
                                    "train.tokens",  "train.hard_stop", "train.eval.", "train.checkpoint.",
-                                   "train.probe.",  "train.log.",   "probe."};
+                                   "train.probe.",  "train.log.",   "train.dist.", "probe."};
   for (const char* p : prefixes)
     if (key.rfind(p, 0) == 0) return true;
   return false;
@@ -81,6 +81,7 @@ int run_train(const TrainArgs& a) {
 
   trainers::TrainerSetup setup = config::to_trainer_setup(loaded, run_dir);
   setup.git_commit = ABLATE_GIT_COMMIT;
+  setup.dist = trainers::dist_env_from_environment();  // torchrun-style variables (ablate launch)
 
   auto latest = trainers::find_latest_checkpoint(run_dir);
   if ((a.resume_flag || !a.resume.empty()) && !latest)
@@ -104,10 +105,19 @@ int run_train(const TrainArgs& a) {
       log::info(log::str("resume: ", k, " changed ", value_at(previous.yaml, k), " -> ", value_at(loaded.yaml, k)));
     setup.resume_from = *latest;
   }
-  fs::create_directories(run_dir);
-  data::atomic_write_file((fs::path(run_dir) / "config.yaml").string(), loaded.yaml);
+  if (setup.dist.rank == 0) {  // rank 0 owns the run directory
+    fs::create_directories(run_dir);
+    data::atomic_write_file((fs::path(run_dir) / "config.yaml").string(), loaded.yaml);
+  }
 
-  auto outcome = trainers::train(setup);
+  try {
+    trainers::train(setup);
+  } catch (const trainers::DistributedError& e) {
+    // The surviving ranks of a failed group: one line, non-zero, the run directory as it was
+    // at the last checkpoint (resumable).
+    log::error(e.what());
+    return 1;
+  }
   return 0;
 }
 

@@ -454,6 +454,10 @@ void validate(Experiment& e, const Reader& r) {
   static const std::regex device_re("auto|cpu|cuda|cuda:[0-9]+");
   if (!std::regex_match(e.device, device_re)) r.fail("device", "expected auto, cpu, cuda or cuda:N, got '" + e.device + "'");
   int64_t max_len = m.max_seq_len > 0 ? m.max_seq_len : d.seq_len;
+  for (int64_t id : e.probe.delimiters)
+    if (id >= e.model.vocab)
+      r.fail("probe.delimiters", "token id " + std::to_string(id) + " is outside the vocabulary (model.vocab " +
+                                     std::to_string(e.model.vocab) + ")");
   if (e.probe.seq_len == 0) e.probe.seq_len = std::min<int64_t>(64, max_len);
   if (e.probe.seq_len > max_len)
     r.fail("probe.seq_len", std::to_string(e.probe.seq_len) + " is longer than the model's sequences (" +

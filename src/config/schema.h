@@ -65,6 +65,7 @@ void walk_schema(V& v, E& e) {
   v.section("model.init", "parameter initialisation");
   v.field("model.init.std", m.init.std, "std of the normal init of matrices and embeddings", Range{0, 10});
   v.field("model.init.scaled_residual", m.init.scaled_residual, "output projections use std/sqrt(2*n_layers)", kAny);
+  v.field("model.init.by_name", m.init.by_name, "draw each parameter from a generator keyed by (seed, name): variants share equal-named weights", kAny);
 
   v.section("data", "tokens: source, tokenizer, sequence layout (docs/data.md)");
   auto& d = e.data;
@@ -117,6 +118,9 @@ void walk_schema(V& v, E& e) {
   v.field("train.probe.every", t.probe.every, "probe every N steps; 0 = never", kNonNegative);
   v.section("train.log", "logging");
   v.field("train.log.every", t.log.every, "log a train record every N steps", kPositive);
+  v.section("train.dist", "data parallelism over processes (docs/distributed.md)");
+  v.field("train.dist.timeout", t.dist.timeout, "seconds a rank waits for the others before failing", kPositive);
+  v.field("train.dist.check_every", t.dist.check_every, "check parameters are identical on every rank every N steps; 0 = at checkpoints only", kNonNegative);
 
   v.section("probe", "spike and sink measurement (docs/metrics.md)");
   auto& p = e.probe;
@@ -128,6 +132,7 @@ void walk_schema(V& v, E& e) {
   v.field("probe.massive_ratio", p.massive_ratio, "... and at least this times the median |h|", kNonNegative);
   v.field("probe.seed", p.seed, "which validation sequences form the probe set", kNonNegative);
   v.field("probe.train_sequences", p.train_sequences, "probe-set size for in-training probes", kPositive);
+  v.field("probe.delimiters", p.delimiters, "token ids of the delimiter sink; [] = the tokenizer's . , ; : ! ? newline (synthetic data: none)", kNonNegative);
 }
 
 }  // namespace ablate::config

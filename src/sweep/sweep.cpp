@@ -277,6 +277,7 @@ Plan make_plan(const SweepFile& sweep, const std::string& out_dir) {
       Point p;
       p.index = plan.points.size();
       p.sets = sweep.fixed_sets;
+      if (sweep.init_from_seed) p.sets.insert(p.sets.begin(), "model.init.by_name=true");
       std::vector<std::string> parts;
       for (size_t i = 0; i < sweep.axes.size(); ++i) {
         const Axis& a = sweep.axes[i];

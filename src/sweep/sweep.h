@@ -9,7 +9,7 @@
 //   zip:   {key: [v, ...], ...}    # varied together (equal lengths), one axis of the product
 //   seeds: [0, 1, 2]               # innermost axis; each sets `seed` and `data.seed`
 //   set:   {key: v, ...}           # fixed overrides for every point
-//   init_from_seed: true           # documented only (parameter init is a function of `seed`)
+//   init_from_seed: true           # sets model.init.by_name on every point (shared initial weights)
 // A point is the list of `--set key=value` overrides applied to the base by config::load_file.
 #pragma once
 

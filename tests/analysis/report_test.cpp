@@ -75,7 +75,7 @@ std::vector<RunData> two_runs() {
 TEST_CASE("HTML report has every section and is well formed", "[report]") {
   const auto runs = two_runs();
   const std::string html = render_html(runs, "pre vs sandwich");
-  for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "emergence", "weights"}) {
+  for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "interventions", "emergence", "weights"}) {
     CHECK(html.find(std::string("<section id=\"") + id + "\"") != std::string::npos);
   }
   std::string why;

@@ -172,6 +172,21 @@ TEST_CASE("probe reproduces the in-training probe of the same step") {
   CHECK(rec3["step"] == 3);
   CHECK(rec3["probe"]["spike"]["magnitude"] == probe_record(r.pre, 3)["spike"]["magnitude"]);
   CHECK(rec3["probe"]["sink"]["sink_eps_per_layer"] == probe_record(r.pre, 3)["sink"]["sink_eps_per_layer"]);
+
+  // Synthetic data has no delimiters (noted); probe.delimiters names ids to use instead.
+  CHECK(!full["sink"].contains("delimiter"));
+  const fs::path delim_out = r.root / "pre_delim.json";
+  p = run("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 4, 5]' --out " + delim_out.string());
+  INFO(p.out);
+  REQUIRE(p.status == 0);
+  CHECK(p.out.find("first-delimiter Sink^") != std::string::npos);
+  const json delim = json::parse(read_file(delim_out))["probe"]["sink"]["delimiter"];
+  REQUIRE(delim.is_object());
+  CHECK(delim["sequences"].get<int64_t>() > 0);
+  CHECK(delim["sink_eps"].get<double>() >= 0);
+  p = run("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 999]'");
+  CHECK(p.status == 2);
+  CHECK(p.out.find("probe.delimiters") != std::string::npos);
 }
 
 TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML report") {
@@ -186,7 +201,7 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
   CHECK(c.out.find("sandwich") != std::string::npos);
 
   const std::string html = read_file(html_path);
-  for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "emergence", "weights"})
+  for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "interventions", "emergence", "weights"})
     CHECK(html.find(std::string("<section id=\"") + id + "\"") != std::string::npos);
   // Self-contained: the only "http" is the SVG namespace name (never fetched).
   std::string stripped = html;
@@ -208,6 +223,10 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
   }
   CHECK(j["runs"][1]["spike_magnitude"].is_number());
   CHECK(j["runs"][1]["sink_mass"].is_number());
+  // The full probe's interventions reach the comparison: loss change with the sink masked.
+  CHECK(j["runs"][1]["delta_mask_sink"].is_number());
+  CHECK(j["runs"][1]["delta_mask_first_position"].is_null());  // softmax: the sink is position 0
+  CHECK(c.out.find("delta_mask_sink") != std::string::npos);
   // compare saved the sandwich run's probe beside its checkpoint (pre's came from the probe test
   // or was written now).
   CHECK(fs::exists(r.sandwich / "checkpoints" / "step_00000006" / "probe.json"));

@@ -140,6 +140,8 @@ TEST_CASE("shard loader: windows start at BOS, epochs cover the data, crops othe
   o.seed = 5;
   Loader l(o, 8);
   CHECK(l.vocab_needed() == 257);
+  // Delimiters of the byte tokenizer: newline ! , . : ; ? as bytes, ascending.
+  CHECK(l.delimiter_ids() == std::vector<int64_t>{10, 33, 44, 46, 58, 59, 63});
   const int64_t n = l.samples_per_epoch();
   REQUIRE(n > 8);
   // One epoch visits every window exactly once.

@@ -140,6 +140,14 @@ TEST_CASE("SentencePiece training, loading, encoding", "[tokenizer]") {
   const auto ids = tok->encode("the cat sat on a mat");
   CHECK(!ids.empty());
   CHECK(tok->decode(ids) == "the cat sat on a mat");
+  // No punctuation in the corpus: the delimiters are byte-fallback pieces, each decoding to one.
+  const auto delims = tok->delimiter_ids();
+  CHECK(delims.size() == delimiter_texts().size());
+  for (int32_t id : delims) {
+    const std::string text = tok->decode({id});
+    INFO(id << " decodes to '" << text << "'");
+    CHECK(std::find(delimiter_texts().begin(), delimiter_texts().end(), text) != delimiter_texts().end());
+  }
 }
 
 TEST_CASE("synthetic language: BOS first, ~5% markers, correct repeats, pure function", "[synthetic]") {

@@ -312,6 +312,54 @@ TEST_CASE("initialisation: seeded, normal(0, std), scaled output projections", "
   CHECK(pa["final_norm.weight"].eq(1).all().item<bool>());
 }
 
+TEST_CASE("init.by_name: variants share every equal-named parameter; values keyed by seed", "[modules][model][init]") {
+  auto base = tiny();
+  base.d_model = 32;
+  base.n_layers = 2;
+  base.vocab = 48;
+  base.init.by_name = true;
+  auto build = [](ModelOptions o, uint64_t seed) {
+    at::manual_seed(seed);
+    return LanguageModel(o);
+  };
+  auto sandwich = base;
+  sandwich.norm.placement = "sandwich";
+  auto gated = base;
+  gated.attention.gate.kind = "conditional";
+  auto pre = build(base, 5);
+  auto pre_params = pre->named_parameters();
+  for (const auto& other : {sandwich, gated}) {
+    auto m = build(other, 5);
+    int64_t shared = 0, extra = 0;
+    for (const auto& p : m->named_parameters()) {
+      if (!pre_params.contains(p.key())) {
+        ++extra;
+        continue;
+      }
+      INFO(p.key());
+      REQUIRE(p.value().sizes() == pre_params[p.key()].sizes());
+      CHECK(at::equal(p.value(), pre_params[p.key()]));
+      ++shared;
+    }
+    CHECK(shared >= 10);
+    CHECK(extra > 0);  // the variant does add parameters, built before later layers' matrices
+  }
+  // Keyed by the seed: another seed gives other values, the same seed the same ones.
+  auto again = build(base, 5), other_seed = build(base, 6);
+  CHECK(at::equal(again->named_parameters()["layers.1.attn.wq.weight"], pre_params["layers.1.attn.wq.weight"]));
+  CHECK(!at::equal(other_seed->named_parameters()["layers.1.attn.wq.weight"], pre_params["layers.1.attn.wq.weight"]));
+  // Still normal(0, std) with each module's std, and constant inits stay constant.
+  CHECK(pre_params["embed.weight"].std().item<double>() == Approx(base.init.std).epsilon(0.15));
+  CHECK(pre_params["layers.1.attn.wo.weight"].std().item<double>() ==
+        Approx(base.init.std / std::sqrt(4.0)).epsilon(0.15));
+  CHECK(pre_params["final_norm.weight"].eq(1).all().item<bool>());
+  // Without by_name, the gate shifts the default stream: layer 1's query weights differ.
+  auto plain = base, plain_gated = gated;
+  plain.init.by_name = plain_gated.init.by_name = false;
+  CHECK(!at::equal(build(plain, 5)->named_parameters()["layers.1.attn.wq.weight"],
+                   build(plain_gated, 5)->named_parameters()["layers.1.attn.wq.weight"]));
+}
+
 TEST_CASE("too-long sequences are refused; summary reports the closed-form count", "[modules][model]") {
   auto o = tiny();
   LanguageModel m(o);

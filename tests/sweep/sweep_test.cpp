@@ -111,6 +111,13 @@ seeds: [0, 1]
   CHECK(shorter.points[0].id != p0.id);
   CHECK(shorter.points[0].target_step == 10);
   CHECK(sweep::sanitise("A b/[1, 2]") == "a-b-1-2");
+  CHECK(p0.yaml.find("by_name: true") == std::string::npos);
+  // init_from_seed: every point builds its weights keyed by (seed, name).
+  auto shared = d.write("shared.yaml", "base: base.yaml\nname: sh\ninit_from_seed: true\ngrid:\n"
+                                       "  model.norm.placement: [pre, sandwich]\n");
+  auto splan = sweep::make_plan(sweep::parse_sweep(shared));
+  REQUIRE(splan.points.size() == 2);
+  for (const auto& p : splan.points) CHECK(p.yaml.find("by_name: true") != std::string::npos);
 }
 
 TEST_CASE("strict sweep files: one-line errors naming file:line and key") {

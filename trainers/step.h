@@ -1,0 +1,52 @@
+// Pieces of a training step shared by the trainer, the benchmark and the commands that load a
+// checkpoint's weights into a model (probe, compare, export).
+#pragma once
+
+#include <ATen/Tensor.h>
+#include <ATen/autocast_mode.h>
+
+#include <string>
+#include <utility>
+
+#include "modules/model.h"
+#include "trainers/checkpoint.h"
+
+namespace ablate::trainers {
+
+// bf16 autocast on CUDA for the scope's lifetime (LibTorch has no C++ guard); a no-op when
+// `enabled` is false. Restores the previous autocast state on exit.
+class AutocastScope {
+ public:
+  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+    if (!enabled_) return;
+    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
+    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
+    at::autocast::set_autocast_enabled(at::kCUDA, true);
+    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
+    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+  }
+  AutocastScope(const AutocastScope&) = delete;
+  AutocastScope& operator=(const AutocastScope&) = delete;
+
+ private:
+  bool enabled_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+// Next-token cross entropy (in fp32) summed over the positions `mask` selects, and the number of
+// those positions: (sum, count), both scalars on the logits' device, nothing read back.
+std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
+                                            const at::Tensor& mask);
+
+// Copies saved parameters into `model` by name. UserError naming `source` if a parameter is
+// missing, has another shape, or the file holds parameters the model lacks.
+void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source);
+
+}  // namespace ablate::trainers
