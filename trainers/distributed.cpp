@@ -45,16 +45,27 @@ int env_int(const char* name, int fallback, int min, int max) {
   return static_cast<int>(x);
 }
 
+}  // namespace
+
+std::string failure_message(int rank, const std::string& what, std::string detail) {
+  if (const size_t nl = detail.find('\n'); nl != std::string::npos) detail.resize(nl);
+  return "rank " + std::to_string(rank) + ": " + what +
+         " failed (another rank died, or did not answer within train.dist.timeout): " + detail;
+}
+
+namespace {
+
 // c10d reports failures as c10::Error subclasses (DistBackendError, DistNetworkError, ...).
 template <class F>
 auto guarded(int rank, const char* what, F&& f) -> decltype(f()) {
   try {
     return f();
   } catch (const c10::Error& e) {
-    std::string msg = e.what_without_backtrace();
-    if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
-    throw DistributedError("rank " + std::to_string(rank) + ": " + what +
-                           " failed (another rank died, or did not answer within train.dist.timeout): " + msg);
+    throw DistributedError(failure_message(rank, what, e.what_without_backtrace()));
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {  // Gloo's own exceptions
+    throw DistributedError(failure_message(rank, what, e.what()));
   }
 }
 

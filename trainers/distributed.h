@@ -42,6 +42,9 @@ struct DistributedError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// "rank R: WHAT failed (another rank died, or ...): DETAIL's first line".
+std::string failure_message(int rank, const std::string& what, std::string detail);
+
 class DataParallel {
  public:
   // Joins the group (rank 0 hosts the store). `timeout` bounds the rendezvous and every

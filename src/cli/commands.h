@@ -25,6 +25,8 @@ void add_bench_command(CLI::App& app, Action& action);
 void apply_runtime_defaults(char** argv);  // OpenMP wait policy (bench_command.cpp)
 void add_analysis_commands(CLI::App& app, Action& action);
 void add_sweep_commands(CLI::App& app, Action& action);
+void add_launch_command(CLI::App& app, Action& action);  // data-parallel ranks (launch_command.cpp)
+void add_export_commands(CLI::App& app, Action& action);  // export hf, export tensorboard
 
 // Runs the program: parses argv, sets up logging, dispatches, maps errors to exit codes.
 int run(int argc, char** argv);

@@ -25,6 +25,8 @@ int run(int argc, char** argv) {
   add_bench_command(app, action);
   add_analysis_commands(app, action);
   add_sweep_commands(app, action);
+  add_launch_command(app, action);
+  add_export_commands(app, action);
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

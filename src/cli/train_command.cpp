@@ -4,6 +4,8 @@
 // same command is simply run again. Continuing with a changed model, data or optimisation is
 // refused; keys that only change how long or how verbosely the run goes are allowed and
 // reported (kResumableKeys).
+#include <c10/util/Exception.h>
+
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -116,6 +118,15 @@ int run_train(const TrainArgs& a) {
     // The surviving ranks of a failed group: one line, non-zero, the run directory as it was
     // at the last checkpoint (resumable).
     log::error(e.what());
+    return 1;
+  } catch (const UserError&) {
+    throw;
+  } catch (const std::exception& e) {
+    if (!setup.dist.active()) throw;
+    // A collective inside the backward pass (the Reducer's bucket all-reduce) failed.
+    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
+    log::error(trainers::failure_message(setup.dist.rank, "training step",
+                                         c10_error ? c10_error->what_without_backtrace() : e.what()));
     return 1;
   }
   return 0;
