@@ -1,0 +1,816 @@
+#!/usr/bin/env python3
+"""Generate experiments/decoupling/RESULTS.md from the sweep reports (issue 10 §3).
+
+Standard library only. Run from anywhere:
+
+    python3 experiments/decoupling/make_results.py
+
+For every sweep file of a tier whose runs directory exists, it first runs
+
+    build/ablate sweep report <sweep>.yaml --out results/<sweep>/report.html \
+        --csv results/<sweep>/report.csv --json results/<sweep>/report.json
+
+(skip with --no-report, e.g. where the binary or the run directories are absent), then reads
+results/<sweep>/report.json and, per point, the run's metrics.jsonl (for the numbers the report
+does not carry: top-1/median at the peak block, bias mass, probe loss, and the probe records over
+training). The per-point numbers and curves are written to results/<sweep>/points.csv and
+curves.csv, so RESULTS.md can be regenerated from the committed results/ alone when the run
+directories are gone (the script then reads those CSVs back).
+
+Outputs: RESULTS.md, results/<sweep>/{report.json,report.csv,report.html,points.csv,curves.csv},
+results/emergence.csv and results/emergence.svg.
+
+Options for smoke tests: --set k=v (passed to `sweep report`, must equal the `sweep run --set`),
+--runs-root DIR (runs in DIR/<sweep>/ instead of experiments/decoupling/runs/<sweep>/),
+--out-dir DIR (write RESULTS.md and results/ there instead).
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+REL = os.path.relpath(HERE, REPO)  # experiments/decoupling
+
+# ---- tiers and sweeps ---------------------------------------------------------------------------
+# axis -> sweep file (relative to this directory). The natural-text tier has no sweep files yet;
+# add them here (e.g. "norm-placement": "natural/norm-placement.yaml") when the scale scan fixed
+# its baseline, and every prediction picks them up.
+TIERS = [
+    ("synthetic", "synthetic language (data.source synthetic), 4 layers, d 64, 2 x 32, T 64, "
+                  "16 seq/step, lr 1e-2, wd 0, 2,000 steps, 8 seeds", {
+        "norm-placement": "norm-placement.yaml",
+        "norm-type": "norm-type.yaml",
+        "ffn-type": "ffn-type.yaml",
+        "head-dim": "head-dim.yaml",
+        "gates": "gates.yaml",
+        "loss-window": "loss-window.yaml",
+        "weight-decay": "weight-decay.yaml",
+        "sink-free": "sink-free.yaml",
+    }),
+    ("natural", "natural text (shards); scale fixed by the scan of issue 10 §1(b)", {}),
+]
+
+# ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
+BASE = {
+    "norm-placement": {"model.norm.placement": "pre"},
+    "norm-type": {"model.norm.placement": "pre", "model.norm.type": "rmsnorm", "model.norm.qk_norm": "false"},
+    "ffn-type": {"model.ffn.type": "swiglu"},
+    "head-dim": {"model.n_heads": "2", "model.head_dim": "32"},
+    "gates": {"model.attention.gate.kind": "none"},
+    "loss-window": {"data.loss_window": "[1, 64]"},
+    "weight-decay": {"train.optimizer.weight_decay": "0.1"},  # the paper's setting; P11 turns it off
+    "sink-free": {"model.attention.variant": "softmax"},
+}
+
+
+def V(axis, **kv):
+    keys = {
+        "placement": "model.norm.placement", "type": "model.norm.type", "qk": "model.norm.qk_norm",
+        "ffn": "model.ffn.type", "heads": "model.n_heads", "hd": "model.head_dim",
+        "kind": "model.attention.gate.kind", "gran": "model.attention.gate.granularity",
+        "window": "data.loss_window", "wd": "train.optimizer.weight_decay",
+        "attn": "model.attention.variant", "sb": "model.attention.sigmoid_bias",
+    }
+    return (axis, {keys[k]: v for k, v in kv.items()})
+
+
+def B(axis):
+    return (axis, BASE[axis])
+
+
+# Metrics (per point). "spike" tests compare log10(spike magnitude); the others raw values.
+METRICS = [
+    ("spike_magnitude", "spike", "{:.4g}"),
+    ("spike_ratio", "top-1/median", "{:.4g}"),
+    ("sink_mass", "sink mass", "{:.3f}"),
+    ("sink_eps", "Sink^0.3", "{:.3f}"),
+    ("sink_eps_max", "max layer Sink^0.3", "{:.3f}"),
+    ("val_loss", "val loss", "{:.4f}"),
+]
+SPIKE_PRESENT = 100.0   # top-1/median (issue 10 §1(b))
+SINK_PRESENT = 0.2      # largest per-layer Sink^0.3 (issue 10 §1(b))
+SINK_STAYS = 0.5        # "stays" = not reduced below this fraction of the baseline
+LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's val loss
+
+# A test: (label, kind, metric, ref variant, var variant[, var metric]).
+# kind: "down" / "up" (direction), "stays" (sink not halved), "present" (var only, threshold),
+#       "same" (P10, within LOSS_MARGIN).
+PREDICTIONS = [
+    dict(id="P1", change="pre-norm RMSNorm + SwiGLU baseline",
+         paper="spike and sink both present (7B: spike 3818, sink 46.0 %, perplexity 10.1)",
+         expected="both present", rows=["baseline"],
+         tests=[("spike present: top-1/median >= %g" % SPIKE_PRESENT, "present", "spike_ratio", None, "baseline"),
+                ("sink present: max layer Sink^0.3 >= %g" % SINK_PRESENT, "present", "sink_eps_max", None, "baseline")]),
+    dict(id="P3", change="sandwich norm", paper="spike 3818 -> 520, sink 46.0 -> 44.7 %",
+         expected="spike down a lot, sink about equal",
+         rows=[B("norm-placement"), V("norm-placement", placement="sandwich")],
+         tests=[("spike: sandwich vs pre", "down", "spike_magnitude", B("norm-placement"), V("norm-placement", placement="sandwich")),
+                ("sink: sandwich vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="sandwich"))]),
+    dict(id="P4", change="sandwich + QK-norm", paper="spike -> 92, sink 42.0 %",
+         expected="spike down a lot, sink about equal",
+         rows=[B("norm-type"), V("norm-type", placement="pre", type="rmsnorm", qk="true"),
+               V("norm-type", placement="sandwich", type="rmsnorm", qk="false"),
+               V("norm-type", placement="sandwich", type="rmsnorm", qk="true")],
+         tests=[("spike: sandwich+QK-norm vs pre", "down", "spike_magnitude", B("norm-type"),
+                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
+                ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
+                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))]),
+    dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
+         expected="spike down, sink about equal or up",
+         rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")],
+         tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"),
+                 V("norm-type", placement="pre", type="dyt", qk="false")),
+                ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"),
+                 V("norm-type", placement="pre", type="dyt", qk="false"))]),
+    dict(id="P6", change="FFN type",
+         paper="SwiGLU 3818/46 %, GeLU 3369/69 %, linear 688/59 %, attention-only 637/74 %",
+         expected="sinks in all; spike larger with the gated FFN",
+         rows=[B("ffn-type")] + [V("ffn-type", ffn=f) for f in ("gelu", "linear", "none")],
+         tests=[("sink present with %s" % f, "present", "sink_eps_max", None, V("ffn-type", ffn=f))
+                for f in ("swiglu", "gelu", "linear", "none")]
+         + [("spike: %s vs swiglu" % f, "down", "spike_magnitude", B("ffn-type"), V("ffn-type", ffn=f))
+            for f in ("gelu", "linear", "none")]),
+    dict(id="P7", change="head_dim (paper: 8 -> 128 at 32 heads)", paper="sink 4.1 -> 46.0 %, spike 291 -> 3818",
+         expected="both grow with head_dim",
+         rows=[V("head-dim", heads=h, hd=d) for h, d in
+               (("2", "8"), ("2", "16"), ("2", "32"), ("2", "64"), ("2", "128"), ("8", "8"), ("4", "16"), ("1", "64"))],
+         tests=[(m + ": 2 x %s vs 2 x 32 (fixed heads)" % d, k, metric, B("head-dim"), V("head-dim", heads="2", hd=d))
+                for d, k in (("8", "down"), ("128", "up")) for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
+         + [(m + ": 1 x 64 vs 8 x 8 (fixed width 64)", "up", metric, V("head-dim", heads="8", hd="8"), V("head-dim", heads="1", hd="64"))
+            for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]),
+    dict(id="P8", change="conditional output gate (elementwise / headwise)", paper="sink 4.5 % / 6.4 %, spike 202 / 186",
+         expected="sink gone; spike down too",
+         rows=[B("gates"), V("gates", kind="conditional", gran="elementwise"), V("gates", kind="conditional", gran="headwise")],
+         tests=[(m + ": conditional %s vs none" % g, "down", metric, B("gates"), V("gates", kind="conditional", gran=g))
+                for g in ("elementwise", "headwise") for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))]),
+    dict(id="P8b", change="static / positional / token-embedding gates", paper="sink 31-42 %",
+         expected="sink stays",
+         rows=[B("gates")] + [V("gates", kind=k, gran=g) for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
+         tests=[("sink: %s %s vs none" % (k, g), "stays", "sink_eps_max", B("gates"), V("gates", kind=k, gran=g))
+                for k in ("static", "position", "token") for g in ("headwise", "elementwise")]),
+    dict(id="P9", change="loss window (paper 1/256, 1/4096 vs 1024/4096, 2048/4096)",
+         paper="sink 42-46 % vs 13 %, 1.2 %", expected="removing the short-range loss removes the sink",
+         rows=[V("loss-window", window=w) for w in ("[1, 64]", "[8, 64]", "[16, 64]", "[32, 64]")],
+         tests=[("sink: window %s vs [1, 64]" % w, "down", "sink_eps_max", B("loss-window"), V("loss-window", window=w))
+                for w in ("[16, 64]", "[32, 64]")],
+         note="val loss is computed on the loss window, so it is not comparable across windows; "
+              "`probe loss` (all positions, last in-training probe) is shown beside it."),
+    dict(id="P10", change="all of the above (P3-P8b)", paper="perplexity about unchanged",
+         expected="val loss about equal", rows=[], tests="P10"),
+    dict(id="P11", change="weight decay off", paper="spike about 3x",
+         expected="spike up",
+         rows=[B("weight-decay"), V("weight-decay", wd="0.01"), V("weight-decay", wd="0.0")],
+         tests=[("spike: wd 0 vs wd 0.1", "up", "spike_magnitude", B("weight-decay"), V("weight-decay", wd="0.0"))]),
+    dict(id="P12", change="post-norm (Gu et al., 60 M)", paper="Sink^0.3 13.5 % vs 18.2 %",
+         expected="sink stays; spike moves before the norm",
+         rows=[B("norm-placement"), V("norm-placement", placement="post")],
+         tests=[("sink: post vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="post"))],
+         note="\"spike moves before the norm\" is not tested: the probe measures the residual stream after "
+              "each block, which post-norm normalises; the sum before the norm is not recorded by the "
+              "in-training probe."),
+    dict(id="P13", change="sigmoid attention, no normalisation (Gu et al.)", paper="Sink 0.44 %, no massive activations",
+         expected="both gone",
+         rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb="-4.0")],
+         tests=[(m + ": sigmoid b=%s vs softmax" % b, "down", metric, B("sink-free"), V("sink-free", attn="sigmoid", sb=b))
+                for b in ("0.0", "-4.0") for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))],
+         note="Sigmoid rows are not normalised and Ablate's probe applies the sink formulas to the raw "
+              "weights: with b = 0 every weight starts at sigmoid(0) = 0.5 > 0.3, so Sink^0.3 counts a head "
+              "whose weights are flat; b = -4 (sigmoid = 0.018) keeps the raw numbers meaningful. The "
+              "row-normalised share A[t,0] / sum_j A[t,j] would be the comparable measure; the probe does "
+              "not record it."),
+    dict(id="P14", change="learnable k / kv bias (Gu et al., Sun et al.)",
+         paper="sink moves onto the bias; kv bias removes spikes", expected="sink off token 0",
+         rows=[B("sink-free")] + [V("sink-free", attn=a, sb="0.0") for a in ("k_bias", "kv_bias", "softmax1", "sink_token")],
+         tests=[("token-0 sink mass: %s vs softmax" % a, "down", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"))
+                for a in ("k_bias", "kv_bias")]
+         + [("bias-key mass (%s) vs softmax's token-0 mass" % a, "up", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"), "bias_mass")
+            for a in ("k_bias", "kv_bias")]
+         + [("spike: kv_bias vs softmax", "down", "spike_magnitude", B("sink-free"), V("sink-free", attn="kv_bias", sb="0.0"))],
+         note="softmax1 and sink_token have no number in PAPER.md; they are shown for reference (for sink_token, "
+              "position 0 is the learned token, so its sink mass is the mass on that token)."),
+]
+# The axis each row of the SVG/CSV emergence plot comes from (baseline + one variant per axis).
+EMERGENCE = [
+    ("norm placement: sandwich", ("norm-placement", {"model.norm.placement": "sandwich"})),
+    ("norm type: sandwich + QK-norm", V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
+    ("FFN: attention-only", V("ffn-type", ffn="none")),
+    ("head_dim: 2 x 128", V("head-dim", heads="2", hd="128")),
+    ("gate: conditional elementwise", V("gates", kind="conditional", gran="elementwise")),
+    ("loss window [32, 64]", V("loss-window", window="[32, 64]")),
+    ("weight decay 0.1", V("weight-decay", wd="0.1")),
+    ("sigmoid attention (b 0)", V("sink-free", attn="sigmoid", sb="0.0")),
+]
+# Where the pre-norm baseline (the same resolved config in these sweeps) is taken from, first found.
+BASELINE_FROM = ["norm-type", "gates", "sink-free", "ffn-type", "head-dim", "loss-window",
+                 ("weight-decay", {"train.optimizer.weight_decay": "0.0"}), "norm-placement"]
+
+
+# ---- reading -------------------------------------------------------------------------------------
+def norm_val(key, v):
+    """Canonical string of a sweep value, as report.json's vars give it."""
+    v = str(v).strip()
+    if key == "data.loss_window":
+        return "[" + ", ".join(x.strip() for x in v.strip("[]").split(",") if x.strip()) + "]"
+    return v
+
+
+def matches(vars_, want):
+    return all(norm_val(k, vars_.get(k, "")) == norm_val(k, v) for k, v in want.items())
+
+
+def read_metrics(path):
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+def num(x):
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
+def mean_tensor(x):
+    """Mean of a nested list of numbers (bias_mass is layers x heads), None when empty."""
+    flat = []
+
+    def walk(y):
+        if isinstance(y, list):
+            for z in y:
+                walk(z)
+        elif num(y) is not None:
+            flat.append(float(y))
+    walk(x)
+    return sum(flat) / len(flat) if flat else None
+
+
+def probe_numbers(pr):
+    spike = pr.get("spike", {}) or {}
+    sink = pr.get("sink", {}) or {}
+    blocks = spike.get("blocks") or []
+    peak = spike.get("peak_block")
+    ratio = None
+    if isinstance(peak, int) and 0 <= peak < len(blocks):
+        ratio = num(blocks[peak].get("ratio"))
+    per_layer = [num(x) for x in (sink.get("sink_eps_per_layer") or []) if num(x) is not None]
+    return {
+        "spike_magnitude": num(spike.get("magnitude")),
+        "spike_ratio": ratio,
+        "massive_total": num(spike.get("massive_total")),
+        "sink_mass": num(sink.get("mass")),
+        "sink_eps": num(sink.get("sink_eps")),
+        "sink_eps_max": max(per_layer) if per_layer else None,
+        "bias_mass": mean_tensor(sink.get("bias_mass")),
+        "probe_loss": num(pr.get("loss")),
+    }
+
+
+POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
+              "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss"]
+CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max"]
+
+
+def load_sweep(name, results_dir, runs_dir):
+    """Points of one sweep: list of dicts (vars, seed, metrics, curve) or None when not run."""
+    rep_path = os.path.join(results_dir, name, "report.json")
+    if not os.path.exists(rep_path):
+        return None
+    with open(rep_path) as f:
+        rep = json.load(f)
+    old_points, old_curves = {}, {}
+    pcsv = os.path.join(results_dir, name, "points.csv")
+    ccsv = os.path.join(results_dir, name, "curves.csv")
+    if os.path.exists(pcsv):
+        with open(pcsv) as f:
+            for r in csv.DictReader(f):
+                old_points[(r["vars"], r["seed"])] = r
+    if os.path.exists(ccsv):
+        with open(ccsv) as f:
+            for r in csv.DictReader(f):
+                old_curves.setdefault((r["vars"], r["seed"]), []).append(r)
+    points = []
+    for p in rep.get("points", []):
+        vars_ = {k: v for k, v in (p.get("vars") or {}).items() if k != "seed"}
+        vkey = json.dumps(vars_, sort_keys=True)
+        seed = str(p.get("seed"))
+        pt = {"sweep": name, "variant": p.get("variant", ""), "vars": vars_, "vkey": vkey, "seed": seed,
+              "state": p.get("state"), "step": p.get("step"), "probe_step": p.get("probe_step"),
+              "val_loss": num(p.get("val_loss")), "curve": []}
+        for m in ("spike_magnitude", "sink_mass", "sink_eps", "sink_eps_max"):
+            pt[m] = num(p.get(m))
+        for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+            pt[m] = None
+        cands = [p.get("run_dir") or ""]
+        cands.append(os.path.join(REPO, cands[0]))
+        cands.append(os.path.join(runs_dir, p.get("id", "")))
+        mpath = next((os.path.join(c, "metrics.jsonl") for c in cands
+                      if c and os.path.exists(os.path.join(c, "metrics.jsonl"))), None)
+        if mpath:
+            last = None
+            for r in read_metrics(mpath):
+                if r.get("split") == "probe" and isinstance(r.get("probe"), dict):
+                    n = probe_numbers(r["probe"])
+                    last = n
+                    pt["curve"].append(dict(step=r.get("step"), **n))
+            if last:
+                for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+                    pt[m] = last[m]
+        else:  # run directories gone: the numbers the script extracted last time
+            old = old_points.get((vkey, seed))
+            if old:
+                for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+                    pt[m] = num(float(old[m])) if old.get(m) not in (None, "") else None
+            for r in old_curves.get((vkey, seed), []):
+                c = {"step": int(r["step"])}
+                for m in CURVE_COLS[5:]:
+                    c[m] = float(r[m]) if r.get(m) not in (None, "") else None
+                pt["curve"].append(c)
+        points.append(pt)
+    return points
+
+
+def write_sweep_csvs(name, points, results_dir):
+    d = os.path.join(results_dir, name)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "points.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(POINT_COLS)
+        for p in points:
+            w.writerow([p["sweep"], p["variant"], p["vkey"], p["seed"], p["state"], p["step"], p["probe_step"]]
+                       + [fmt_csv(p[m]) for m in POINT_COLS[7:]])
+    with open(os.path.join(d, "curves.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(CURVE_COLS)
+        for p in points:
+            for c in p["curve"]:
+                w.writerow([p["sweep"], p["variant"], p["vkey"], p["seed"], c["step"]]
+                           + [fmt_csv(c.get(m)) for m in CURVE_COLS[5:]])
+
+
+def fmt_csv(x):
+    if x is None:
+        return ""
+    return repr(float(x)) if isinstance(x, float) else str(x)
+
+
+# ---- statistics ----------------------------------------------------------------------------------
+def mean_sd(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None, 0
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd, len(xs)
+
+
+def values(points, metric):
+    """seed -> value."""
+    return {p["seed"]: p.get(metric) for p in points if p.get(metric) is not None}
+
+
+def paired(ref, var, log=False):
+    """Paired (by seed) difference var - ref: mean, s.e., n. log: differences of log10."""
+    ds = []
+    for s in sorted(set(ref) & set(var)):
+        a, b = ref[s], var[s]
+        if log:
+            if a <= 0 or b <= 0:
+                continue
+            a, b = math.log10(a), math.log10(b)
+        ds.append(b - a)
+    m, sd, n = mean_sd(ds)
+    if n < 2:
+        return m, None, n
+    return m, sd / math.sqrt(n), n
+
+
+def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
+    """Returns (verdict, evidence text)."""
+    vm = var_metric or metric
+    if var_pts is None or (kind != "present" and ref_pts is None):
+        return "not run yet", "sweep not run (no report)"
+    var = values(var_pts, vm)
+    if kind == "present" and not var:
+        return "not run yet", "no finished seed yet"
+    if kind == "present":
+        m, sd, n = mean_sd(list(var.values()))
+        if n < 2:
+            return "inconclusive", "%d seed(s) with a value" % n
+        se = sd / math.sqrt(n)
+        thr = SPIKE_PRESENT if metric == "spike_ratio" else SINK_PRESENT
+        ev = "mean %.4g, s.e. %.3g, n %d, threshold %g" % (m, se, n, thr)
+        if m - 2 * se >= thr:
+            return "reproduced in direction", ev + ": mean - 2 s.e. above the threshold"
+        if m + 2 * se < thr:
+            return "not reproduced", ev + ": mean + 2 s.e. below the threshold"
+        return "inconclusive", ev + ": the threshold is within 2 s.e."
+    ref = values(ref_pts, metric)
+    if not var:
+        return "not run yet", "no finished seed of the variant yet"
+    if not ref:
+        return "not run yet", "no finished seed of the baseline yet"
+    log = metric == "spike_magnitude" and vm == metric
+    d, se, n = paired(ref, var, log=log)
+    if n < 2 or se is None:
+        return "inconclusive", "%d paired seed(s)" % n
+    rm = mean_sd(list(ref.values()))[0]
+    if log:
+        ev = "x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d)" % (10 ** d, d, se, n)
+    else:
+        ev = "diff %+.4g (s.e. %.3g, n %d; baseline mean %.4g)" % (d, se, n, rm)
+    if kind in ("down", "up"):
+        sign = -1 if kind == "down" else 1
+        if se == 0 and d == 0:
+            return "inconclusive", ev + ": no difference"
+        if d * sign > 2 * se:
+            return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
+        if d * sign < -2 * se:
+            return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
+        return "inconclusive", ev + ": within 2 s.e."
+    if kind == "stays":
+        if rm is None or rm < 0.05:
+            return "inconclusive", ev + ": the baseline has no sink to keep"
+        floor = -SINK_STAYS * rm
+        if d - 2 * se > floor:
+            return "reproduced in direction", ev + ": not halved (diff - 2 s.e. > -%g x baseline)" % SINK_STAYS
+        if d + 2 * se < floor:
+            return "not reproduced", ev + ": at least halved (diff + 2 s.e. < -%g x baseline)" % SINK_STAYS
+        return "inconclusive", ev + ": halving within 2 s.e."
+    if kind == "same":
+        margin = LOSS_MARGIN * rm
+        if abs(d) + 2 * se <= margin:
+            return "reproduced in direction", ev + ": |diff| + 2 s.e. <= %.3g" % margin
+        if abs(d) - 2 * se > margin:
+            return "not reproduced", ev + ": |diff| - 2 s.e. > %.3g" % margin
+        return "inconclusive", ev + ": margin %.3g within 2 s.e." % margin
+    raise ValueError(kind)
+
+
+def combine(verdicts):
+    ran = [v for v in verdicts if v != "not run yet"]
+    if not ran:
+        return "not run yet"
+    partial = len(ran) < len(verdicts)
+    rep = ran.count("reproduced in direction")
+    nrep = ran.count("not reproduced")
+    if rep == len(ran):
+        v = "reproduced in direction"
+    elif nrep and rep:
+        v = "partly reproduced"
+    elif nrep:
+        v = "not reproduced"
+    else:
+        v = "inconclusive"
+    return v + (" (partial data)" if partial else "")
+
+
+# ---- rendering -----------------------------------------------------------------------------------
+def label(axis, want):
+    if want is None:
+        return "-"
+    short = {"model.norm.placement": "", "model.norm.type": "", "model.norm.qk_norm": "QK-norm ",
+             "model.ffn.type": "", "model.n_heads": "heads ", "model.head_dim": "head_dim ",
+             "model.attention.gate.kind": "gate ", "model.attention.gate.granularity": "",
+             "data.loss_window": "window ", "train.optimizer.weight_decay": "wd ",
+             "model.attention.variant": "", "model.attention.sigmoid_bias": "b "}
+    parts = []
+    for k, v in want.items():
+        if k == "model.attention.sigmoid_bias" and want.get("model.attention.variant") != "sigmoid":
+            continue
+        if k == "model.attention.gate.granularity" and want.get("model.attention.gate.kind") == "none":
+            continue
+        parts.append(short.get(k, k + "=") + str(v))
+    return axis + ": " + " ".join(parts)
+
+
+def pm(ms, f):
+    m, sd, n = ms
+    if m is None:
+        return "-"
+    return (f.format(m) + " ± " + f.format(sd)) if n > 1 else f.format(m)
+
+
+class Data:
+    def __init__(self, sweeps):
+        self.sweeps = sweeps  # axis -> points or None
+
+    def select(self, sel):
+        if sel is None:
+            return None
+        if sel == "baseline":
+            for b in BASELINE_FROM:
+                axis, want = (b, BASE[b]) if isinstance(b, str) else b
+                pts = self.select((axis, want))
+                if pts:
+                    return pts
+            return None
+        axis, want = sel
+        pts = self.sweeps.get(axis)
+        if pts is None:
+            return None
+        chosen = [p for p in pts if matches(p["vars"], want)]
+        return chosen if chosen else None
+
+    def baseline_label(self):
+        for b in BASELINE_FROM:
+            axis, want = (b, BASE[b]) if isinstance(b, str) else b
+            if self.select((axis, want)):
+                return label(axis, want)
+        return "pre-norm baseline"
+
+
+def row_for(data, sel, extra_probe_loss=False):
+    pts = data.select(sel)
+    name = data.baseline_label() if sel == "baseline" else label(*sel)
+    if not pts:
+        return "| " + name + " | not run yet |" + " |" * (len(METRICS) + (1 if extra_probe_loss else 0))
+    have = [p for p in pts if p.get("val_loss") is not None or p.get("spike_magnitude") is not None]
+    cells = [name, "%d/%d" % (len(have), len(pts))]
+    for m, _, f in METRICS:
+        cells.append(pm(mean_sd([p.get(m) for p in pts]), f))
+    if extra_probe_loss:
+        cells.append(pm(mean_sd([p.get("probe_loss") for p in pts]), "{:.4f}"))
+    return "| " + " | ".join(cells) + " |"
+
+
+def table_head(extra_probe_loss=False):
+    h = ["variant", "seeds"] + [t for _, t, _ in METRICS] + (["probe loss"] if extra_probe_loss else [])
+    return "| " + " | ".join(h) + " |\n|" + "---|" * len(h)
+
+
+def p10_tests():
+    """Every variant named in P3-P8b against its own sweep's baseline, on val loss."""
+    tests, seen = [], set()
+    for pred in PREDICTIONS:
+        if pred["id"] not in ("P3", "P4", "P5", "P6", "P7", "P8", "P8b"):
+            continue
+        for sel in pred["rows"]:
+            if sel == "baseline" or sel[1] == BASE[sel[0]]:
+                continue
+            key = (sel[0], json.dumps(sel[1], sort_keys=True))
+            if key in seen:
+                continue
+            seen.add(key)
+            tests.append(("val loss: " + label(*sel), "same", "val_loss", B(sel[0]), sel))
+    return tests
+
+
+def render_tier(tier, desc, axes, data, out):
+    out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
+    if not axes:
+        out.append("No sweep files yet for this tier: every prediction is **not run yet**.\n")
+        out.append("| id | change | verdict |\n|---|---|---|")
+        out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in PREDICTIONS)
+        out.append("")
+        return
+    summary = []
+    details = []
+    for pred in PREDICTIONS:
+        tests = p10_tests() if pred["tests"] == "P10" else pred["tests"]
+        results = []
+        for t in tests:
+            lab, kind, metric, ref, var = t[:5]
+            vmetric = t[5] if len(t) > 5 else None
+            if not axes:
+                results.append((lab, "not run yet", "no sweep for this tier"))
+                continue
+            results.append((lab,) + run_test(kind, metric, data.select(ref), data.select(var), vmetric))
+        verdict = combine([r[1] for r in results])
+        summary.append("| %s | %s | %s | %s | **%s** |" % (pred["id"], pred["change"], pred["paper"], pred["expected"], verdict))
+        d = ["### %s — %s\n" % (pred["id"], pred["change"]),
+             "Paper: %s. Expected direction: %s. **Verdict: %s.**\n" % (pred["paper"], pred["expected"], verdict)]
+        rows = pred["rows"]
+        if pred["tests"] == "P10":
+            rows = []
+            for t in tests:
+                if t[3] not in rows:
+                    rows.append(t[3])
+                rows.append(t[4])
+        if axes and rows:
+            extra = pred["id"] == "P9"
+            d.append(table_head(extra))
+            for sel in rows:
+                d.append(row_for(data, sel, extra))
+            if pred["id"] == "P14":
+                d.append("")
+                d.append("Bias-key mass (mean attention on the learned key, last probe): " + ", ".join(
+                    "%s %s" % (a, pm(mean_sd([p.get("bias_mass") for p in (data.select(V("sink-free", attn=a, sb="0.0")) or [])]), "{:.3f}"))
+                    for a in ("k_bias", "kv_bias")) + ".")
+            d.append("")
+        d.append("Tests:\n")
+        for lab, v, ev in results:
+            d.append("- %s: **%s** — %s" % (lab, v, ev))
+        if pred.get("note"):
+            d.append("\nNote: " + pred["note"])
+        d.append("")
+        details.append("\n".join(d))
+    out.append("| id | change | paper | expected | verdict |\n|---|---|---|---|---|")
+    out.extend(summary)
+    out.append("")
+    out.extend(details)
+
+
+# ---- emergence curves ----------------------------------------------------------------------------
+def emergence(data, results_dir, out_dir):
+    series = []
+    base = data.select("baseline")
+    if base:
+        series.append(("baseline (" + data.baseline_label() + ")", base))
+    for lab, sel in EMERGENCE:
+        pts = data.select(sel)
+        if pts:
+            series.append((lab, pts))
+    rows, curves = [], []
+    for lab, pts in series:
+        by_step = {}
+        for p in pts:
+            for c in p["curve"]:
+                by_step.setdefault(c["step"], []).append(c)
+        pts_out = []
+        for step in sorted(by_step):
+            cs = by_step[step]
+            sp = mean_sd([c.get("spike_magnitude") for c in cs])
+            lsp = mean_sd([math.log10(c["spike_magnitude"]) for c in cs if (c.get("spike_magnitude") or 0) > 0])
+            sk = mean_sd([c.get("sink_eps_max") for c in cs])
+            rows.append([lab, step, sp[2], fmt_csv(sp[0]), fmt_csv(sp[1]), fmt_csv(lsp[0]), fmt_csv(sk[0]), fmt_csv(sk[1])])
+            pts_out.append((step, lsp[0], sk[0]))
+        if pts_out:
+            curves.append((lab, pts_out))
+    if not curves:
+        return None
+    with open(os.path.join(results_dir, "emergence.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["series", "step", "seeds", "spike_mean", "spike_std", "log10_spike_mean",
+                    "sink_eps_max_mean", "sink_eps_max_std"])
+        w.writerows(rows)
+    with open(os.path.join(results_dir, "emergence.svg"), "w") as f:
+        f.write(svg_plot(curves))
+    return os.path.relpath(os.path.join(results_dir, "emergence.svg"), out_dir)
+
+
+COLORS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
+
+
+def svg_plot(curves):
+    W, H, PW, PH, L, T = 980, 420, 380, 260, 60, 40
+    steps = [s for _, c in curves for s, _, _ in c]
+    x0, x1 = min(steps), max(steps)
+    if x1 == x0:
+        x1 = x0 + 1
+    ls = [v for _, c in curves for _, v, _ in c if v is not None]
+    y0, y1 = (math.floor(min(ls)), math.ceil(max(ls))) if ls else (0, 1)
+    if y1 == y0:
+        y1 = y0 + 1
+    o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
+         '<rect width="100%" height="100%" fill="white"/>']
+
+    def panel(px, title, lo, hi, idx, ticks, tick_label):
+        o.append('<text x="%d" y="%d" font-size="13">%s</text>' % (px, T - 15, title))
+        o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#888"/>' % (px, T, PW, PH))
+        for t in ticks:
+            y = T + PH - (t - lo) / (hi - lo) * PH
+            o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (px, px + PW, y, y))
+            o.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (px - 4, y + 4, tick_label(t)))
+        for k in range(5):
+            s = x0 + (x1 - x0) * k / 4
+            x = px + (s - x0) / (x1 - x0) * PW
+            o.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (x, T + PH + 14, round(s)))
+        o.append('<text x="%d" y="%d" text-anchor="middle">training step</text>' % (px + PW // 2, T + PH + 30))
+        for i, (lab, c) in enumerate(curves):
+            pts = [(px + (s - x0) / (x1 - x0) * PW, T + PH - (v[idx] - lo) / (hi - lo) * PH)
+                   for s, *v in c if v[idx] is not None]
+            if pts:
+                o.append('<polyline fill="none" stroke="%s" stroke-width="%s" points="%s"/>' % (
+                    COLORS[i % len(COLORS)], "2.5" if i == 0 else "1.5",
+                    " ".join("%.1f,%.1f" % p for p in pts)))
+
+    panel(L, "spike magnitude (mean of log10 over seeds)", y0, y1, 0, list(range(y0, y1 + 1)),
+          lambda t: "1e%d" % t)
+    panel(L + PW + 80, "max per-layer Sink^0.3 (mean over seeds)", 0.0, 1.0, 1, [0, 0.25, 0.5, 0.75, 1.0],
+          lambda t: "%g" % t)
+    ly = T + PH + 48
+    for i, (lab, _) in enumerate(curves):
+        x = L + (i % 3) * 300
+        y = ly + (i // 3) * 16
+        o.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/>' % (x, x + 20, y - 4, y - 4, COLORS[i % len(COLORS)]))
+        o.append('<text x="%d" y="%d">%s</text>' % (x + 26, y, lab.replace("&", "&amp;").replace("<", "&lt;")))
+    o.append("</svg>\n")
+    return "\n".join(o)
+
+
+# ---- main ----------------------------------------------------------------------------------------
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ablate", default=os.path.join(REPO, "build", "ablate"), help="the ablate binary")
+    ap.add_argument("--no-report", action="store_true", help="do not run `ablate sweep report`; use results/ as is")
+    ap.add_argument("--set", action="append", default=[], help="passed to `sweep report` (must equal `sweep run --set`)")
+    ap.add_argument("--runs-root", default=None, help="runs in DIR/<sweep>/ (default: <sweep dir>/runs/<sweep>)")
+    ap.add_argument("--out-dir", default=HERE, help="where RESULTS.md and results/ go (default: this directory)")
+    a = ap.parse_args()
+    out_dir = os.path.abspath(a.out_dir)
+    results_dir = os.path.join(out_dir, "results")
+    os.makedirs(results_dir, exist_ok=True)
+
+    lines = ["# Decoupling ablations: results (issue 10)", "",
+             "Generated by `python3 %s/make_results.py` from the sweep reports; do not edit by hand." % REL, "",
+             "The paper's numbers (PAPER.md §4) are from 7B models; ours are directions at small scale.", ""]
+    tier_data = []
+    for tier, desc, axes in TIERS:
+        sweeps = {}
+        for axis, fname in axes.items():
+            name = os.path.splitext(os.path.basename(fname))[0]
+            sweep_path = os.path.join(REL, fname)
+            runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
+            rdir = os.path.join(results_dir, name)
+            if not a.no_report and os.path.isdir(runs) and os.path.exists(a.ablate):
+                os.makedirs(rdir, exist_ok=True)
+                cmd = [a.ablate, "sweep", "report", sweep_path, "--runs", runs,
+                       "--out", os.path.join(rdir, "report.html"), "--csv", os.path.join(rdir, "report.csv"),
+                       "--json", os.path.join(rdir, "report.json")]
+                for s in a.set:
+                    cmd += ["--set", s]
+                r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                if r.returncode != 0:
+                    print("make_results: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stdout), file=sys.stderr)
+            pts = load_sweep(name, results_dir, runs)
+            if pts is not None:
+                write_sweep_csvs(name, pts, results_dir)
+            sweeps[axis] = pts
+        tier_data.append((tier, desc, axes, Data(sweeps)))
+
+    lines += ["## Verdict rule", "",
+              "Each prediction is split into tests; each test compares a variant with its sweep's baseline "
+              "over the seeds both have (points of one seed share data order and, with `init_from_seed`, the "
+              "initial weights, so differences are **paired by seed**: d_s = variant_s − baseline_s, mean d "
+              "and s.e. = sd(d)/√n). Spike magnitudes are compared as log10 (the ratio is shown). The numbers "
+              "are those of the **last in-training probe** (`train.probe.every`; compact probe on `probe.train_sequences` = 16 sequences of 64 tokens) and the last validation loss. "
+              "\"sink\" is the largest per-layer Sink^0.3 (issue 10's measure) unless a test names sink mass.", "",
+              "- direction (↓/↑): **reproduced in direction** when mean d has the paper's sign and |mean d| > 2 s.e.; "
+              "**not reproduced** when it has the opposite sign beyond 2 s.e.; **inconclusive** otherwise.",
+              "- sink stays (≈): reproduced when mean d − 2 s.e. > −%g × the baseline mean (the sink is not halved); "
+              "not reproduced when mean d + 2 s.e. < −%g × the baseline mean; inconclusive otherwise, and when "
+              "the baseline has no sink (mean < 0.05)." % (SINK_STAYS, SINK_STAYS),
+              "- present: reproduced when mean − 2 s.e. ≥ the threshold (top-1/median %g, max per-layer "
+              "Sink^0.3 %g, issue 10 §1(b)); not reproduced when mean + 2 s.e. < the threshold." % (SPIKE_PRESENT, SINK_PRESENT),
+              "- P10 (val loss ≈): reproduced when |mean d| + 2 s.e. ≤ %g %% of the baseline's val loss for a variant; "
+              "not reproduced when |mean d| − 2 s.e. exceeds it." % (LOSS_MARGIN * 100),
+              "- a prediction's verdict: all tests reproduced → reproduced in direction; some reproduced and some "
+              "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
+              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some are missing.",
+              "- fewer than 2 paired seeds: inconclusive.", ""]
+
+    for tier, desc, axes, data in tier_data:
+        render_tier(tier, desc, axes, data, lines)
+
+    svg = emergence(tier_data[0][3], results_dir, out_dir)
+    lines += ["## Emergence curves (synthetic tier)", ""]
+    if svg:
+        lines += ["Spike magnitude and the largest per-layer Sink^0.3 over training (in-training probes, mean "
+                  "over seeds) for the baseline and one variant per axis: [%s](%s), data in "
+                  "[results/emergence.csv](results/emergence.csv)." % (os.path.basename(svg), svg), "",
+                  "![emergence](%s)" % svg, ""]
+    else:
+        lines += ["not run yet (no probe records).", ""]
+
+    lines += ["## Per-sweep reports", "",
+              "| sweep | points | report |", "|---|---|---|"]
+    for tier, desc, axes, data in tier_data:
+        for axis, fname in axes.items():
+            name = os.path.splitext(os.path.basename(fname))[0]
+            pts = data.sweeps.get(axis)
+            if pts is None:
+                lines.append("| %s/%s | - | not run yet |" % (tier, name))
+            else:
+                done = sum(1 for p in pts if p["state"] == "done")
+                lines.append("| %s/%s | %d/%d done | [html](results/%s/report.html), [csv](results/%s/report.csv), "
+                             "[json](results/%s/report.json), [points](results/%s/points.csv), "
+                             "[curves](results/%s/curves.csv) |" % (tier, name, done, len(pts), name, name, name, name, name))
+    lines.append("")
+
+    lines += ["## Regenerate", "", "From the repository root (each sweep resumes; finished points are skipped):", "", "```sh"]
+    for tier, desc, axes in TIERS:
+        for axis, fname in axes.items():
+            lines.append("build/ablate sweep run %s/%s --slots 2" % (REL, fname))
+    lines += ["python3 %s/make_results.py   # runs `ablate sweep report` per sweep, then writes this file" % REL,
+              "```", "",
+              "`make_results.py` runs, per sweep with a runs directory, `build/ablate sweep report "
+              "<sweep>.yaml --out results/<sweep>/report.html --csv results/<sweep>/report.csv --json "
+              "results/<sweep>/report.json`; with `--no-report` it uses the committed results/ alone.", ""]
+    with open(os.path.join(out_dir, "RESULTS.md"), "w") as f:
+        f.write("\n".join(lines))
+    print("wrote " + os.path.join(out_dir, "RESULTS.md"))
+
+
+if __name__ == "__main__":
+    main()
