@@ -49,8 +49,10 @@ def main():
     ap.add_argument("--ref-args", default="", help="extra arguments for the reference, e.g. '--device cuda'")
     args = ap.parse_args()
 
-    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} for the reference; Ablate: "
-          + ("the same" if "OMP_WAIT_POLICY" in os.environ else "PASSIVE (its default)"))
+    user_set = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+    print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')} "
+          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '(unset)')} for the reference; Ablate: "
+          + ("the same" if user_set else "GOMP_SPINCOUNT=20000 (its default)"))
     print(f"load average before: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
     rows = []
     tmp = tempfile.mkdtemp(prefix="ablate-race-")

@@ -74,6 +74,8 @@ auto guarded(int rank, const char* what, F&& f) -> decltype(f()) {
 DistEnv dist_env_from_environment() {
   DistEnv e;
   e.world = env_int("WORLD_SIZE", 1, 1, 1 << 20);
+  const char* ws = std::getenv("WORLD_SIZE");
+  e.launched = ws != nullptr && *ws != '\0';
   e.rank = env_int("RANK", 0, 0, e.world - 1);
   e.local_rank = env_int("LOCAL_RANK", e.rank, 0, 1 << 20);
   e.master_port = env_int("MASTER_PORT", 29500, 1, 65535);

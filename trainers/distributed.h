@@ -31,7 +31,8 @@ struct DistEnv {
   int local_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
-  bool active() const { return world > 1; }
+  bool launched = false;  // WORLD_SIZE was set: join a group, even of one (world size 1 on one GPU)
+  bool active() const { return launched || world > 1; }
 };
 
 // Reads the variables; without WORLD_SIZE (or with 1) the run is a single process. UserError

@@ -1,9 +1,6 @@
 // `ablate bench CONFIG.yaml [--set k=v ...] [--steps N] [--warmup N] [--peak-tflops X]
 //  [--threads N] [--no-phase-sync] [--dump FILE] [--json]`: times the training step
 // (trainers/bench.h, docs/performance.md). Writes nothing but the optional dump.
-#include <unistd.h>
-
-#include <cstdlib>
 #include <iostream>
 
 #include "src/cli/commands.h"
@@ -32,19 +29,6 @@ int run_bench(BenchArgs a) {
 }
 
 }  // namespace
-
-void apply_runtime_defaults(char** argv) {
-  // LibTorch's intra-op threads are OpenMP threads; libgomp's default wait policy spins at
-  // every barrier. On a machine with more runnable threads than cores (shared CI, a laptop
-  // compiling, several runs of a sweep) a spinning thread holds the core its descheduled
-  // partner needs and each of the thousands of barriers per step can cost a time slice:
-  // measured 20x slower on the tiny model (docs/performance.md). libgomp reads the policy when
-  // it loads, before main, so the process re-executes itself once with PASSIVE; a value the
-  // user set (e.g. OMP_WAIT_POLICY=ACTIVE on a dedicated machine) is kept.
-  if (std::getenv("OMP_WAIT_POLICY") != nullptr) return;
-  setenv("OMP_WAIT_POLICY", "PASSIVE", /*overwrite=*/0);
-  execv("/proc/self/exe", argv);  // returns only on failure: then continue as we are
-}
 
 void add_bench_command(CLI::App& app, Action& action) {
   auto args = std::make_shared<BenchArgs>();

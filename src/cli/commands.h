@@ -22,7 +22,7 @@ void add_model_commands(CLI::App& app, Action& action);
 void add_data_commands(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
-void apply_runtime_defaults(char** argv);  // OpenMP wait policy (bench_command.cpp)
+void apply_runtime_defaults(char** argv);  // OpenMP spin count and malloc thresholds (run.cpp)
 void add_analysis_commands(CLI::App& app, Action& action);
 void add_sweep_commands(CLI::App& app, Action& action);
 void add_launch_command(CLI::App& app, Action& action);  // data-parallel ranks (launch_command.cpp)

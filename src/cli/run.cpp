@@ -1,5 +1,8 @@
 #include <c10/util/Exception.h>
+#include <malloc.h>
+#include <unistd.h>
 
+#include <cstdlib>
 #include <iostream>
 
 #include "data/core/errors.h"
@@ -7,6 +10,30 @@
 #include "src/cli/commands.h"
 
 namespace ablate::cli {
+
+void apply_runtime_defaults(char** argv) {
+  // OpenMP: LibTorch's intra-op threads are libgomp threads that wait at a barrier after every
+  // parallel op, thousands per step. libgomp's default spins up to 300,000 iterations first:
+  // fastest on an idle machine, but on one with more runnable threads than cores (shared CI,
+  // a laptop compiling, the slots of a sweep) a spinning thread holds the core its descheduled
+  // partner needs (measured: 1,046 tokens/s on the tiny model with 3 busy processes on 2 cores).
+  // PASSIVE (no spinning) survives load but halves the idle-machine speed (12.7k vs 29.4k). A
+  // bounded spin of 20,000 keeps 94 % of the idle speed (27.7k) and 2x the default under load
+  // (1,951); docs/performance.md. libgomp reads the variables when it loads, before main, so
+  // the process re-executes itself once; a policy or spin count the user set is kept.
+  if (std::getenv("OMP_WAIT_POLICY") == nullptr && std::getenv("GOMP_SPINCOUNT") == nullptr) {
+    setenv("GOMP_SPINCOUNT", "20000", /*overwrite=*/0);
+    execv("/proc/self/exe", argv);  // returns only on failure: then continue as we are
+  }
+  // malloc: tensors above glibc's dynamic mmap threshold are mmapped and unmapped on every
+  // allocation, and freed heap tops are trimmed, so each step page-faults fresh zeroed memory
+  // (5 % of the tiny model's profile in clear_page). Keep up to 32 MiB blocks (the largest
+  // threshold glibc accepts) on the heap and never trim below 1 GiB: freed memory is reused by
+  // the next step (+10 % tokens/s on the tiny model, docs/performance.md).
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+}
+
 int run(int argc, char** argv) {
   apply_runtime_defaults(argv);
   CLI::App app{"Ablate: train and compare transformer ablations (spikes and sinks)", "ablate"};

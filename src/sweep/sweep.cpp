@@ -126,7 +126,11 @@ std::string last_line(const std::string& path) {
 
 std::string sanitise(const std::string& text) {
   std::string out;
-  for (char c : text) {
+  // A leading minus sign would be trimmed like any other dash: keep it as "m" (-4 -> m4), so
+  // that 4 and -4 stay different variants.
+  if (text.size() > 1 && text[0] == '-' && (std::isdigit(static_cast<unsigned char>(text[1])) || text[1] == '.'))
+    out = "m";
+  for (char c : out.empty() ? text : text.substr(1)) {
     char l = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     bool ok = (l >= 'a' && l <= 'z') || (l >= '0' && l <= '9') || l == '.' || l == '=' || l == '-' || l == '_';
     if (!ok) l = '-';

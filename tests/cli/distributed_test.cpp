@@ -84,6 +84,14 @@ TEST_CASE("launch --nproc 2 trains the same curve as one process; resume of a 2-
   // Only rank 0 writes: one record per step.
   CHECK(json::parse(ablate::test::read_text(two / "run.json"))["world_size"] == 2);
 
+  // World size 1 through launch: a process group of one, the Reducer path; the same curve.
+  const fs::path solo = dir / "solo";
+  auto r0 = run_ablate("launch --nproc 1 -- --log-level info train " + cfg + " --run-dir " + solo.string());
+  INFO(r0.out);
+  REQUIRE(r0.status == 0);
+  CHECK(r0.out.find("data parallel: rank 0 of 1 (Gloo)") != std::string::npos);
+  check_close(l1, losses(solo, "train"), 1e-5);
+
   // Gradient accumulation per rank (2 micro-batches of 2 on each of 2 ranks) trains the same curve.
   auto r3 = run_ablate("launch --nproc 2 -- --log-level warn train " + cfg + " --run-dir " + accum.string() +
                        " --set train.micro_batch=2");

@@ -111,6 +111,8 @@ seeds: [0, 1]
   CHECK(shorter.points[0].id != p0.id);
   CHECK(shorter.points[0].target_step == 10);
   CHECK(sweep::sanitise("A b/[1, 2]") == "a-b-1-2");
+  CHECK(sweep::sanitise("-4.0") == "m4.0");  // a negative value keeps its sign
+  CHECK(sweep::sanitise("4.0") == "4.0");
   CHECK(p0.yaml.find("by_name: true") == std::string::npos);
   // init_from_seed: every point builds its weights keyed by (seed, name).
   auto shared = d.write("shared.yaml", "base: base.yaml\nname: sh\ninit_from_seed: true\ngrid:\n"
