@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -35,18 +36,25 @@ struct ScratchDir {
 struct CommandResult {
   int status;       // exit status; -1 if killed by a signal
   std::string out;  // stdout and stderr together
+  double seconds;   // wall time
 };
 
-// Runs `[env] ablate ARGS` through the shell (ARGS is shell syntax; ENV like "A=1 B=2").
-inline CommandResult run_ablate(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + (env.empty() ? "" : " ") + std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+// Runs a shell command line, capturing stdout and stderr together.
+inline CommandResult run_shell(const std::string& cmd) {
+  const auto t0 = std::chrono::steady_clock::now();
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   REQUIRE(p != nullptr);
   std::string out;
   std::array<char, 4096> buf{};
   while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
   const int rc = pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
+  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out, dt};
+}
+
+// Runs `[env] ablate ARGS` (ARGS is shell syntax; ENV like "A=1 B=2").
+inline CommandResult run_ablate(const std::string& args, const std::string& env = "") {
+  return run_shell(env + (env.empty() ? "" : " ") + std::string(ABLATE_BIN_PATH) + " " + args);
 }
 
 inline std::string read_text(const std::filesystem::path& p) {

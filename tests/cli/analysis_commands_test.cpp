@@ -16,26 +16,14 @@
 #include <string>
 #include <vector>
 
+#include "tests/common.h"
+
 namespace fs = std::filesystem;
 using nlohmann::json;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  std::string cmd = std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int rc = pclose(p);
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out};
-}
+using ablate::test::run_ablate;
 
 size_t count_lines(const std::string& s) {
   size_t n = 0;
@@ -43,12 +31,6 @@ size_t count_lines(const std::string& s) {
   return n;
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream in(p);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // A tiny model and run: a few seconds on one CPU core. probe.train_sequences == probe.sequences,
 // so the in-training (compact) probe and `ablate probe` (full) see the same probe set.
@@ -76,9 +58,9 @@ struct Runs {
     std::ofstream(root / "tiny.yaml") << kConfig;
     pre = root / "pre";
     sandwich = root / "sandwich";
-    auto a = run("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + pre.string() +
+    auto a = run_ablate("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + pre.string() +
                  " --set model.norm.placement=pre");
-    auto b = run("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + sandwich.string() +
+    auto b = run_ablate("--log-level warn train " + (root / "tiny.yaml").string() + " --run-dir " + sandwich.string() +
                  " --set model.norm.placement=sandwich");
     ok = a.status == 0 && b.status == 0;
     if (!ok) WARN("training failed:\n" << a.out << "\n" << b.out);
@@ -137,13 +119,13 @@ TEST_CASE("probe reproduces the in-training probe of the same step") {
   auto& r = runs();
   REQUIRE(r.ok);
   const fs::path out = r.root / "pre_probe.json";
-  auto p = run("--log-level warn probe " + r.pre.string() + " --out " + out.string());
+  auto p = run_ablate("--log-level warn probe " + r.pre.string() + " --out " + out.string());
   INFO(p.out);
   REQUIRE(p.status == 0);
   CHECK(p.out.find("spike magnitude") != std::string::npos);
   CHECK(p.out.find("Sink_1^") != std::string::npos);
   REQUIRE(fs::exists(out));
-  const json rec = json::parse(read_file(out));
+  const json rec = json::parse(ablate::test::read_text(out));
   CHECK(rec["step"] == 6);
   CHECK(rec["run"] == "pre");
   const json full = rec["probe"];
@@ -165,10 +147,10 @@ TEST_CASE("probe reproduces the in-training probe of the same step") {
   // An earlier checkpoint, given directly, matches its own step; the default output lies beside it.
   const fs::path ckpt3 = r.pre / "checkpoints" / "step_00000003";
   REQUIRE(fs::exists(ckpt3));
-  p = run("--log-level warn probe " + ckpt3.string());
+  p = run_ablate("--log-level warn probe " + ckpt3.string());
   INFO(p.out);
   REQUIRE(p.status == 0);
-  const json rec3 = json::parse(read_file(ckpt3 / "probe.json"));
+  const json rec3 = json::parse(ablate::test::read_text(ckpt3 / "probe.json"));
   CHECK(rec3["step"] == 3);
   CHECK(rec3["probe"]["spike"]["magnitude"] == probe_record(r.pre, 3)["spike"]["magnitude"]);
   CHECK(rec3["probe"]["sink"]["sink_eps_per_layer"] == probe_record(r.pre, 3)["sink"]["sink_eps_per_layer"]);
@@ -176,15 +158,15 @@ TEST_CASE("probe reproduces the in-training probe of the same step") {
   // Synthetic data has no delimiters (noted); probe.delimiters names ids to use instead.
   CHECK(!full["sink"].contains("delimiter"));
   const fs::path delim_out = r.root / "pre_delim.json";
-  p = run("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 4, 5]' --out " + delim_out.string());
+  p = run_ablate("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 4, 5]' --out " + delim_out.string());
   INFO(p.out);
   REQUIRE(p.status == 0);
   CHECK(p.out.find("first-delimiter Sink^") != std::string::npos);
-  const json delim = json::parse(read_file(delim_out))["probe"]["sink"]["delimiter"];
+  const json delim = json::parse(ablate::test::read_text(delim_out))["probe"]["sink"]["delimiter"];
   REQUIRE(delim.is_object());
   CHECK(delim["sequences"].get<int64_t>() > 0);
   CHECK(delim["sink_eps"].get<double>() >= 0);
-  p = run("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 999]'");
+  p = run_ablate("--log-level warn probe " + r.pre.string() + " --set 'probe.delimiters=[3, 999]'");
   CHECK(p.status == 2);
   CHECK(p.out.find("probe.delimiters") != std::string::npos);
 }
@@ -193,14 +175,14 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
   auto& r = runs();
   REQUIRE(r.ok);
   const fs::path html_path = r.root / "report" / "report.html", json_path = r.root / "compare.json";
-  auto c = run("--log-level warn compare " + r.pre.string() + " " + r.sandwich.string() + " --out " +
+  auto c = run_ablate("--log-level warn compare " + r.pre.string() + " " + r.sandwich.string() + " --out " +
                html_path.string() + " --json " + json_path.string());
   INFO(c.out);
   REQUIRE(c.status == 0);
   CHECK(c.out.find("spike_magnitude") != std::string::npos);
   CHECK(c.out.find("sandwich") != std::string::npos);
 
-  const std::string html = read_file(html_path);
+  const std::string html = ablate::test::read_text(html_path);
   for (const char* id : {"summary", "loss", "spike-profile", "sink-layers", "alpha-maps", "interventions", "emergence", "weights"})
     CHECK(html.find(std::string("<section id=\"") + id + "\"") != std::string::npos);
   // Self-contained: the only "http" is the SVG namespace name (never fetched).
@@ -210,7 +192,7 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
   CHECK(html_problem(html) == "");
   CHECK(html.find("No comparable weights") == std::string::npos);
 
-  const json j = json::parse(read_file(json_path));
+  const json j = json::parse(ablate::test::read_text(json_path));
   REQUIRE(j["runs"].size() == 2);
   CHECK(j["runs"][0]["name"] == "pre");
   CHECK(j["runs"][1]["name"] == "sandwich");
@@ -235,13 +217,13 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
 TEST_CASE("probe and compare: bad inputs exit 2 with one line") {
   auto& r = runs();
   REQUIRE(r.ok);
-  auto e = run("probe " + (r.root / "nonexistent").string());
+  auto e = run_ablate("probe " + (r.root / "nonexistent").string());
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
   CHECK(e.out.find("no such run directory or checkpoint") != std::string::npos);
 
   fs::create_directories(r.root / "empty");
-  e = run("probe " + (r.root / "empty").string());
+  e = run_ablate("probe " + (r.root / "empty").string());
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
   CHECK(e.out.find("no complete checkpoint") != std::string::npos);
@@ -254,18 +236,18 @@ TEST_CASE("probe and compare: bad inputs exit 2 with one line") {
     f.seekp(-3, std::ios::end);
     f.put('\x7f');
   }
-  e = run("probe " + damaged.string());
+  e = run_ablate("probe " + damaged.string());
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
   CHECK(e.out.find("damaged checkpoint") != std::string::npos);
 
-  e = run("compare " + r.pre.string() + " " + damaged.string());
+  e = run_ablate("compare " + r.pre.string() + " " + damaged.string());
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
-  e = run("compare " + r.pre.string());
+  e = run_ablate("compare " + r.pre.string());
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
-  e = run("probe " + r.pre.string() + " --set model.d_model=64");
+  e = run_ablate("probe " + r.pre.string() + " --set model.d_model=64");
   CHECK(e.status == 2);
   CHECK(count_lines(e.out) == 1);
 }

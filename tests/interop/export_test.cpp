@@ -25,6 +25,7 @@
 #include "data/tokenizer.h"
 #include "modules/model.h"
 #include "src/config/config.h"
+#include "tests/common.h"
 #include "trainers/checkpoint.h"
 
 namespace fs = std::filesystem;
@@ -32,25 +33,7 @@ using nlohmann::json;
 
 namespace {
 
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr together
-  double seconds;
-};
-
-Result shell(const std::string& cmd) {
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  const int rc = pclose(p);
-  const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return {WIFEXITED(rc) ? WEXITSTATUS(rc) : -1, out, dt};
-}
-
-Result run_ablate(const std::string& args) { return shell(std::string(ABLATE_BIN_PATH) + " --log-level warn " + args); }
+ablate::test::CommandResult run_ablate(const std::string& args) { return ablate::test::run_ablate("--log-level warn " + args); }
 
 std::string python() {
   if (const char* p = std::getenv("ABLATE_PYTHON"); p && *p) return p;
@@ -191,7 +174,7 @@ json export_and_check(const std::string& name, const std::string& tokenizer_case
 
   std::string cmd = python() + " " + script("check_hf.py") + " " + out.string() + " " + ref.string();
   if (!tokenizer_cases.empty()) cmd += " --tokenizer " + tokenizer_cases;
-  auto c = shell(cmd);
+  auto c = ablate::test::run_shell(cmd);
   INFO(c.out);
   const json report = last_json(c.out);
   REQUIRE(report.is_object());
@@ -291,7 +274,7 @@ TEST_CASE("export tensorboard: EventAccumulator reads back the values of metrics
     CHECK(event_files == 1);
     if (round == 1) std::cout << "interop: export tensorboard " << e.seconds << " s\n";
   }
-  auto c = shell(python() + " " + script("check_tensorboard.py") + " " + (run / "tensorboard").string() + " " +
+  auto c = ablate::test::run_shell(python() + " " + script("check_tensorboard.py") + " " + (run / "tensorboard").string() + " " +
                  (run / "metrics.jsonl").string());
   INFO(c.out);
   const json report = last_json(c.out);

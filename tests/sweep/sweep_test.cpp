@@ -17,6 +17,7 @@
 #include "data/core/errors.h"
 #include "data/formats/metrics_log.h"
 #include "src/sweep/sweep.h"
+#include "tests/common.h"
 
 namespace fs = std::filesystem;
 using namespace ablate;
@@ -61,20 +62,6 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
-struct Result {
-  int code;
-  std::string out;
-};
-Result sh(const std::string& args) {
-  std::string cmd = std::string(ABLATE_BIN_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
 
 }  // namespace
 
@@ -143,8 +130,8 @@ TEST_CASE("strict sweep files: one-line errors naming file:line and key") {
   CHECK_THAT(msg, Catch::Contains("point 1 (placement=bogus)"));
   CHECK_THAT(msg, Catch::Contains("unknown value 'bogus'"));
   CHECK(msg.find('\n') == std::string::npos);
-  auto r = sh("sweep plan " + bad);
-  CHECK(r.code == 2);
+  auto r = ablate::test::run_ablate("sweep plan " + bad);
+  CHECK(r.status == 2);
   CHECK(!fs::exists(d.path / "runs"));
 }
 
@@ -177,9 +164,9 @@ grid:
   waitpid(pid, &status, 0);
   CHECK(!fs::exists(first / "done"));
 
-  auto r = sh("sweep run " + path + " --slots 2");
+  auto r = ablate::test::run_ablate("sweep run " + path + " --slots 2");
   INFO(r.out);
-  CHECK(r.code == 0);
+  CHECK(r.status == 0);
   for (const auto& p : plan.points) {
     INFO(p.id);
     CHECK(fs::exists(fs::path(p.run_dir) / "done"));
@@ -191,19 +178,19 @@ grid:
     for (const auto& [s, n] : train_steps) CHECK(n == 1);
   }
   // A third run trains nothing.
-  r = sh("sweep run " + path);
-  CHECK(r.code == 0);
+  r = ablate::test::run_ablate("sweep run " + path);
+  CHECK(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("0 trained, 3 already finished, 0 failed"));
 
-  r = sh("sweep status " + path);
-  CHECK(r.code == 0);
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("3 done, 0 running, 0 failed, 0 pending"));
   CHECK_THAT(r.out, Catch::Contains("20/20"));
 
   auto html = (d.path / "r.html").string(), csv = (d.path / "r.csv").string(), json = (d.path / "r.json").string();
-  r = sh("sweep report " + path + " --out " + html + " --csv " + csv + " --json " + json);
+  r = ablate::test::run_ablate("sweep report " + path + " --out " + html + " --csv " + csv + " --json " + json);
   INFO(r.out);
-  CHECK(r.code == 0);
+  CHECK(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("placement=sandwich"));
   CHECK_THAT(r.out, Catch::Contains("every point of a seed shares its data order"));
   std::ifstream in(csv);
@@ -232,22 +219,22 @@ zip:
   data.train: ["", /nonexistent/train.bin]
   model.vocab: [34, 257]
 )");
-  auto r = sh("sweep run " + path + " --retries 1");
+  auto r = ablate::test::run_ablate("sweep run " + path + " --retries 1");
   INFO(r.out);
-  CHECK(r.code == 1);
+  CHECK(r.status == 1);
   CHECK_THAT(r.out, Catch::Contains("retry 1 of 1"));
   CHECK_THAT(r.out, Catch::Contains("1 trained, 0 already finished, 1 failed"));
   CHECK_THAT(r.out, Catch::Contains("failed: source=shards_train=nonexistent-train.bin_vocab=257_"));
-  r = sh("sweep status " + path);
+  r = ablate::test::run_ablate("sweep status " + path);
   CHECK_THAT(r.out, Catch::Contains("1 done, 0 running, 1 failed, 0 pending"));
 }
 
 TEST_CASE("slurm: a job array whose task i runs point i") {
   Dir d("slurm");
   auto path = d.write("s.yaml", "base: base.yaml\nname: sl\ngrid:\n  model.norm.placement: [pre, post]\nseeds: [0, 1]\n");
-  auto r = sh("sweep slurm " + path + " --gpus 1 --set train.steps=7");
+  auto r = ablate::test::run_ablate("sweep slurm " + path + " --gpus 1 --set train.steps=7");
   INFO(r.out);
-  CHECK(r.code == 0);
+  CHECK(r.status == 0);
   CHECK_THAT(r.out, Catch::Contains("#SBATCH --array=0-3\n"));
   CHECK_THAT(r.out, Catch::Contains("#SBATCH --gres=gpu:1\n"));
   CHECK_THAT(r.out, Catch::Contains("sweep run '" + fs::absolute(path).string() + "' --only \"$SLURM_ARRAY_TASK_ID\" '--set' 'train.steps=7'"));
