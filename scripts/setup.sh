@@ -13,7 +13,7 @@ APT_PACKAGES=(cmake ninja-build ccache g++ libyaml-cpp-dev libspdlog-dev catch2 
 # Python packages the project's own scripts use (tests, the PyTorch reference, exports).
 # transformers (no extras) and sentencepiece: `ablate export hf` and its test load the export;
 # tensorboard: `ablate export tensorboard` (torch.utils.tensorboard) and its reader (docs/interop.md).
-PY_PACKAGES=(numpy safetensors transformers sentencepiece tensorboard)
+PY_PACKAGES=(numpy safetensors "transformers==5.24.0" sentencepiece "tensorboard==2.21.0")
 # What `import torch` needs besides the CUDA wheels (from torch's own METADATA).
 TORCH_PY_DEPS=(filelock "typing-extensions>=4.10.0" "setuptools<82" "sympy>=1.13.3" "networkx>=2.5.1" jinja2 "fsspec>=0.8.5")
 # The CUDA libraries libtorch_cuda.so links that a CUDA 13.0 toolkit install does not provide.
