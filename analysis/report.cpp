@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <iomanip>
 #include <limits>
 #include <sstream>
@@ -288,15 +289,15 @@ std::string compare_table(const std::vector<RunData>& runs) {
   bool any = false;
   for (const auto& r : j["runs"]) any = any || !r["delta_mask_sink"].is_null();
   if (any) {
-    const char* ikeys[] = {"loss", "delta_zero", "delta_mean", "delta_mask_sink", "delta_mask_first_position",
-                           "delimiter_sink_eps"};
+    const char* ikeys[] = {"loss",           "delta_zero",          "delta_mean",        "delta_mask_sink",
+                           "delta_mask_first_position", "delta_mask_both", "delimiter_sink_eps"};
+    auto width = [](const char* k) { return static_cast<int>(std::max<size_t>(12, std::strlen(k) + 2)); };
     o << "\n" << std::left << std::setw(static_cast<int>(w) + 2) << "interventions";
-    for (const char* k : ikeys) o << std::right << std::setw(k == std::string("delta_mask_first_position") ? 27 : 20) << k;
+    for (const char* k : ikeys) o << std::right << std::setw(width(k)) << k;
     o << "\n";
     for (const auto& r : j["runs"]) {
       o << std::left << std::setw(static_cast<int>(w) + 2) << r["name"].get<std::string>();
-      for (const char* k : ikeys)
-        o << std::right << std::setw(k == std::string("delta_mask_first_position") ? 27 : 20) << num(number(r[k]));
+      for (const char* k : ikeys) o << std::right << std::setw(width(k)) << num(number(r[k]));
       o << "\n";
     }
   }

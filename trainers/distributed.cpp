@@ -95,7 +95,9 @@ struct DataParallel::Impl {
 DataParallel::DataParallel(const DistEnv& env, const at::Device& device, std::chrono::milliseconds timeout)
     : impl_(std::make_unique<Impl>()) {
   impl_->env = env;
+  const std::string where = env.master_addr + ":" + std::to_string(env.master_port);
   guarded(env.rank, "rendezvous", [&] {
+   try {
     c10d::TCPStoreOptions so;
     so.port = static_cast<uint16_t>(env.master_port);
     so.isServer = env.rank == 0;
@@ -103,6 +105,16 @@ DataParallel::DataParallel(const DistEnv& env, const at::Device& device, std::ch
     so.waitWorkers = true;
     so.timeout = timeout;
     impl_->store = c10::make_intrusive<c10d::TCPStore>(env.master_addr, so);
+   } catch (const c10::Error& e) {
+    // Rank 0 cannot listen (port taken by another job) or nobody can resolve the address: the
+    // environment's fault, not a peer's.
+    std::string msg = e.what_without_backtrace();
+    if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    if (msg.find("EADDRINUSE") != std::string::npos || msg.find("failed to listen") != std::string::npos ||
+        msg.find("getaddrinfo") != std::string::npos || msg.find("resolve") != std::string::npos)
+      throw UserError("MASTER_ADDR:MASTER_PORT '" + where + "': " + msg);
+    throw;
+   }
     return 0;
   });
   impl_->group = c10::make_intrusive<c10d::ProcessGroup>(impl_->store, env.rank, env.world);

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -37,17 +38,26 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // --- Signals: finish the step, checkpoint, exit; a second signal exits at once ---------------
+// "Second" means more than a second after the first: a cluster that signals every process of a
+// job while `ablate launch` forwards the same signal delivers it twice within milliseconds,
+// which must still end with a checkpoint.
 
 std::atomic<int> g_signal{0};
+std::atomic<int64_t> g_signal_ns{0};
 
 extern "C" void on_signal(int sig) {
-  if (g_signal.exchange(sig) != 0) std::_Exit(128 + sig);
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // async-signal-safe
+  const int64_t ns = int64_t{now.tv_sec} * 1000000000 + now.tv_nsec;
+  if (g_signal.exchange(sig) != 0 && ns - g_signal_ns.load() > 1000000000) std::_Exit(128 + sig);
+  if (g_signal_ns.load() == 0) g_signal_ns = ns;
 }
 
 class SignalScope {
  public:
   SignalScope() {
     g_signal = 0;
+    g_signal_ns = 0;
     struct sigaction sa {};
     sa.sa_handler = on_signal;
     sigemptyset(&sa.sa_mask);
@@ -169,7 +179,12 @@ void restore_rng(const Tensors& saved, const at::Device& device, const std::stri
   const std::string prefix = "rank" + std::to_string(rank) + "/";
   for (const auto& [name, state] : saved) {
     if (rank == 0 && name.rfind("rank", 0) != 0) states.emplace_back(name, state);
-    if (rank > 0 && name.rfind(prefix, 0) == 0) states.emplace_back(name.substr(prefix.size()), state);
+    // Rank r's CUDA state was saved under rank 0's device name; it belongs to r's own device.
+    if (rank > 0 && name.rfind(prefix, 0) == 0) {
+      std::string own = name.substr(prefix.size());
+      if (own.rfind("cuda", 0) == 0 && device.is_cuda()) own = "cuda:" + std::to_string(device.index());
+      states.emplace_back(own, state);
+    }
   }
   if (rank > 0 && states.empty())
     log::warn(log::str(source, ": no RNG state saved for rank ", rank, "; its generators restart from the seed"));
@@ -479,7 +494,9 @@ TrainOutcome train(const TrainerSetup& s) {
     log::info(log::str("in-training probes (", probes_run, ") took ", probe_seconds, " s = ", 100.0 * probe_seconds / train_seconds,
                        " % of training-step time"));
   if (outcome.interrupted) {
-    log::info(log::str("interrupted at step ", step, "; resume with: ablate train --resume ", s.run_dir));
+    log::info(log::str("interrupted at step ", step, "; resume with: ablate ",
+                       env.active() ? log::str("launch --nproc ", env.world, " -- ") : std::string(), "train --resume ",
+                       s.run_dir));
   } else {
     log::info(log::str("done: step ", step, ", ", human_count(tokens), " tokens in ", human_duration(wall),
                        step < total ? " (hard_stop; the schedule continues on resume with a larger hard_stop)" : ""));

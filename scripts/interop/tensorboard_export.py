@@ -135,4 +135,9 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit:
+        raise
+    except Exception as e:  # one line, like every other ablate error (e.g. --out not writable)
+        fail(f"export tensorboard: {type(e).__name__}: {e}")

@@ -22,6 +22,7 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -53,6 +54,14 @@ namespace fs = std::filesystem;
 
 namespace ablate::cli {
 namespace {
+
+// Writes a file of the export, or a one-line error naming it (e.g. a full disk).
+void write_checked(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  out.flush();
+  if (!out) throw UserError(path + ": write failed (" + std::strerror(errno) + ")");
+}
 
 using nlohmann::json;
 
@@ -238,11 +247,11 @@ int run_export_hf(const HfArgs& a) {
   data::save_safetensors(dir.path("model.safetensors"), tensors,
                    {{"format", "pt"}, {"ablate_checkpoint", weights.dir}, {"ablate_step", std::to_string(weights.step)}});
   const json config = hf_config(m, arch, tok);
-  std::ofstream(dir.path("config.json")) << config.dump(2) << "\n";
+  write_checked(dir.path("config.json"), config.dump(2) + "\n");
   json generation = {{"_from_model_config", true}, {"bos_token_id", config["bos_token_id"]},
                      {"eos_token_id", config["eos_token_id"]}, {"pad_token_id", json()}};
-  std::ofstream(dir.path("generation_config.json")) << generation.dump(2) << "\n";
-  std::ofstream(dir.path("ablate_config.yaml")) << weights.config_yaml;  // provenance: what was trained
+  write_checked(dir.path("generation_config.json"), generation.dump(2) + "\n");
+  write_checked(dir.path("ablate_config.yaml"), weights.config_yaml);  // provenance: what was trained
   if (!tok.model_path.empty()) {
     fs::copy_file(tok.model_path, dir.path("tokenizer.model"));
     // TokenizersBackend converts the .model with its own normaliser (LlamaTokenizer would assume
@@ -255,7 +264,7 @@ int run_export_hf(const HfArgs& a) {
     tc["bos_token"] = tok.bos_piece.empty() ? json() : json(tok.bos_piece);
     tc["eos_token"] = tok.eos_piece.empty() ? json() : json(tok.eos_piece);
     tc["unk_token"] = tok.unk_piece.empty() ? json() : json(tok.unk_piece);
-    std::ofstream(dir.path("tokenizer_config.json")) << tc.dump(2) << "\n";
+    write_checked(dir.path("tokenizer_config.json"), tc.dump(2) + "\n");
   }
   dir.commit();
 

@@ -1,12 +1,14 @@
 // `ablate launch --nproc N [options] -- COMMAND...` (docs/distributed.md): runs N copies of
 // `ablate COMMAND...` on this machine with the torchrun environment (RANK, WORLD_SIZE,
-// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), forwards SIGINT / SIGTERM once to
-// every rank, and when a rank fails stops the others: SIGTERM, then SIGKILL after --grace
-// seconds. Exit status: 0 when every rank succeeded, else the first failure's (128 + signal for
+// LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), forwards SIGINT / SIGTERM / SIGHUP
+// once to every rank (a second one SIGKILLs them), and when a rank fails stops the others:
+// SIGTERM, then SIGKILL after --grace seconds. Ranks die with the launcher (PR_SET_PDEATHSIG).
+// Only `train` runs data-parallel; other commands would run N identical copies. Exit status: 0 when every rank succeeded, else the first failure's (128 + signal for
 // a rank killed by a signal).
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -69,9 +71,24 @@ int exit_code(int status) {
   return 1;
 }
 
+// The subcommand of an ablate command line: the first word that is not a global option.
+std::string subcommand_of(const std::vector<std::string>& command) {
+  for (size_t i = 0; i < command.size(); ++i) {
+    if (command[i] == "--log-level") {
+      ++i;
+      continue;
+    }
+    if (command[i].rfind("-", 0) == 0) continue;
+    return command[i];
+  }
+  return "";
+}
+
 int run_launch(const LaunchArgs& a) {
   if (a.command.empty()) throw UserError("launch: give the command after --, e.g. ablate launch --nproc 2 -- train CONFIG.yaml");
-  if (a.command[0] == "launch") throw UserError("launch: the command cannot itself be 'launch'");
+  if (const std::string sub = subcommand_of(a.command); sub != "train")
+    throw UserError("launch: only 'train' runs data-parallel (got '" + sub +
+                    "'); other commands would run " + std::to_string(a.nproc) + " identical copies");
   const int port = a.master_port > 0 ? a.master_port : free_port();
   // torchrun's rule: several processes on one machine share its cores.
   const char* threads_env = std::getenv("OMP_NUM_THREADS");
@@ -86,20 +103,30 @@ int run_launch(const LaunchArgs& a) {
   struct sigaction sa {};
   sa.sa_handler = on_launcher_signal;
   sigemptyset(&sa.sa_mask);
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {}, old_term {}, old_hup {};
   sigaction(SIGINT, &sa, &old_int);
   sigaction(SIGTERM, &sa, &old_term);
+  sigaction(SIGHUP, &sa, &old_hup);  // a closed terminal or dropped ssh: stop the ranks cleanly
 
   std::map<pid_t, int> rank_of;
+  const pid_t launcher = getpid();
   for (int r = 0; r < a.nproc; ++r) {
     const pid_t pid = fork();
-    if (pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+    if (pid < 0) {
+      const std::string why = std::strerror(errno);
+      for (const auto& [p, rr] : rank_of) kill(p, SIGKILL);
+      for (const auto& [p, rr] : rank_of) waitpid(p, nullptr, 0);
+      throw std::runtime_error("fork of rank " + std::to_string(r) + ": " + why);
+    }
     if (pid == 0) {
       // Own process group: a Ctrl-C on the terminal reaches the launcher only, which forwards it
-      // once (a second SIGINT would make the trainer exit without a checkpoint).
+      // once. The rank gets SIGTERM (checkpoint, stop) if the launcher dies, e.g. by SIGKILL.
       setpgid(0, 0);
       signal(SIGINT, SIG_DFL);
       signal(SIGTERM, SIG_DFL);
+      signal(SIGHUP, SIG_DFL);
+      prctl(PR_SET_PDEATHSIG, SIGTERM);
+      if (getppid() != launcher) _exit(143);  // the launcher died before prctl
       setenv("RANK", std::to_string(r).c_str(), 1);
       setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
       setenv("WORLD_SIZE", std::to_string(a.nproc).c_str(), 1);
@@ -126,10 +153,17 @@ int run_launch(const LaunchArgs& a) {
   bool stopping = false;
   Clock::time_point kill_at{};
   while (!rank_of.empty()) {
-    if (const int sig = g_forward_signal.exchange(0); sig != 0 && !forwarded) {
-      forwarded = true;
-      log::info(log::str("launch: ", strsignal(sig), ": forwarding to every rank (they checkpoint and stop)"));
-      for (const auto& [pid, r] : rank_of) kill(pid, sig);
+    if (const int sig = g_forward_signal.exchange(0); sig != 0) {
+      if (!forwarded) {
+        forwarded = true;
+        const int to_ranks = sig == SIGHUP ? SIGTERM : sig;
+        log::info(log::str("launch: ", strsignal(sig), ": forwarding to every rank (they checkpoint and stop; ",
+                           "a second signal kills them)"));
+        for (const auto& [pid, r] : rank_of) kill(pid, to_ranks);
+      } else {
+        log::warn("launch: second signal: SIGKILL to every rank (no checkpoint)");
+        for (const auto& [pid, r] : rank_of) kill(pid, SIGKILL);
+      }
     }
     int status = 0;
     const pid_t pid = waitpid(-1, &status, WNOHANG);
@@ -162,6 +196,7 @@ int run_launch(const LaunchArgs& a) {
   }
   sigaction(SIGINT, &old_int, nullptr);
   sigaction(SIGTERM, &old_term, nullptr);
+  sigaction(SIGHUP, &old_hup, nullptr);
   return first_failure;
 }
 

@@ -119,14 +119,11 @@ int run_train(const TrainArgs& a) {
     // at the last checkpoint (resumable).
     log::error(e.what());
     return 1;
-  } catch (const UserError&) {
-    throw;
-  } catch (const std::exception& e) {
+  } catch (const c10::Error& e) {
     if (!setup.dist.active()) throw;
-    // A collective inside the backward pass (the Reducer's bucket all-reduce) failed.
-    const auto* c10_error = dynamic_cast<const c10::Error*>(&e);
-    log::error(trainers::failure_message(setup.dist.rank, "training step",
-                                         c10_error ? c10_error->what_without_backtrace() : e.what()));
+    // A collective inside the backward pass (the Reducer's bucket all-reduce) failed. Any other
+    // error (a non-finite loss, a full disk) keeps its own message (run.cpp).
+    log::error(trainers::failure_message(setup.dist.rank, "training step", e.what_without_backtrace()));
     return 1;
   }
   return 0;

@@ -407,6 +407,13 @@ pid_t start_child(const std::string& binary, const Point& p, int lock_fd, const 
   std::vector<std::string> env;
   for (char** e = environ; *e; ++e) {
     std::string kv(*e);
+    // Each point is a single process: a data-parallel environment the sweep itself runs in
+    // (a job template exporting WORLD_SIZE=1, say) must not make every point join a group.
+    static const char* dist_vars[] = {"RANK=", "WORLD_SIZE=", "LOCAL_RANK=", "LOCAL_WORLD_SIZE=", "MASTER_ADDR=",
+                                      "MASTER_PORT="};
+    bool dist = false;
+    for (const char* d : dist_vars) dist = dist || kv.rfind(d, 0) == 0;
+    if (dist) continue;
     bool replaced = false;
     for (const auto& s : env_set)
       if (kv.compare(0, s.find('=') + 1, s, 0, s.find('=') + 1) == 0) replaced = true;

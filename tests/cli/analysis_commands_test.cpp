@@ -209,6 +209,7 @@ TEST_CASE("compare writes a terminal table, JSON and a self-contained HTML repor
   CHECK(j["runs"][1]["delta_mask_sink"].is_number());
   CHECK(j["runs"][1]["delta_mask_first_position"].is_null());  // softmax: the sink is position 0
   CHECK(c.out.find("delta_mask_sink") != std::string::npos);
+  CHECK(c.out.find("delta_mask_both") != std::string::npos);
   // compare saved the sandwich run's probe beside its checkpoint (pre's came from the probe test
   // or was written now).
   CHECK(fs::exists(r.sandwich / "checkpoints" / "step_00000006" / "probe.json"));

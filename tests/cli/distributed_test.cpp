@@ -172,4 +172,7 @@ TEST_CASE("bad distributed settings are one-line errors with exit status 2") {
   r = run_ablate("launch --nproc 2");
   CHECK(r.status == 2);
   CHECK(r.out.find("give the command after --") != std::string::npos);
+  r = run_ablate("launch --nproc 2 -- --log-level warn probe " + (dir / "r").string());
+  CHECK(r.status == 2);
+  CHECK(r.out.find("only 'train' runs data-parallel (got 'probe')") != std::string::npos);
 }
