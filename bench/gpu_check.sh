@@ -31,6 +31,19 @@ ABLATE=build-bench/ablate
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
 $ABLATE version || { echo "ablate does not start here (missing libraries?): ldd:"; ldd $ABLATE | grep 'not found'; exit 1; }
+# Data parallelism through NCCL at world size 1 (issue 6): the same trainer path as N GPUs
+# (process group, Reducer), 50 demo steps; the loss curve must match the plain run's.
+$ABLATE --log-level warn train configs/demo.yaml --set device=cuda --set train.steps=50 --run-dir /tmp/gpu-plain
+$ABLATE launch --nproc 1 -- --log-level info train configs/demo.yaml --set device=cuda --set train.steps=50 \
+  --run-dir /tmp/gpu-nccl
+$PY - <<'PYEOF'
+import json
+def losses(d):
+    return [(r["step"], r["loss"]) for r in map(json.loads, open(d + "/metrics.jsonl")) if r["split"] == "train"]
+a, b = losses("/tmp/gpu-plain"), losses("/tmp/gpu-nccl")
+print("NCCL world-size-1 vs plain: steps", len(a), len(b), "max |loss diff|",
+      max(abs(x[1] - y[1]) for x, y in zip(a, b)))
+PYEOF
 # The phase split and peak memory, with device syncs between phases (throughput below is without).
 $ABLATE bench bench/configs/gpt2-small.yaml --steps 10 --warmup 3
 $PY -c '
