@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <utility>
 
 #include "data/core/errors.h"
 #include "data/formats/atomic_dir.h"
@@ -45,15 +46,10 @@ int env_int(const char* name, int fallback, int min, int max) {
   return static_cast<int>(x);
 }
 
-}  // namespace
-
-std::string failure_message(int rank, const std::string& what, std::string detail) {
-  if (const size_t nl = detail.find('\n'); nl != std::string::npos) detail.resize(nl);
-  return "rank " + std::to_string(rank) + ": " + what +
-         " failed (another rank died, or did not answer within train.dist.timeout): " + detail;
+std::string first_line(std::string text) {
+  if (const size_t nl = text.find('\n'); nl != std::string::npos) text.resize(nl);
+  return text;
 }
-
-namespace {
 
 // c10d reports failures as c10::Error subclasses (DistBackendError, DistNetworkError, ...).
 template <class F>
@@ -70,6 +66,11 @@ auto guarded(int rank, const char* what, F&& f) -> decltype(f()) {
 }
 
 }  // namespace
+
+std::string failure_message(int rank, const std::string& what, std::string detail) {
+  return "rank " + std::to_string(rank) + ": " + what +
+         " failed (another rank died, or did not answer within train.dist.timeout): " + first_line(std::move(detail));
+}
 
 DistEnv dist_env_from_environment() {
   DistEnv e;
@@ -108,8 +109,7 @@ DataParallel::DataParallel(const DistEnv& env, const at::Device& device, std::ch
    } catch (const c10::Error& e) {
     // Rank 0 cannot listen (port taken by another job) or nobody can resolve the address: the
     // environment's fault, not a peer's.
-    std::string msg = e.what_without_backtrace();
-    if (const size_t nl = msg.find('\n'); nl != std::string::npos) msg.resize(nl);
+    const std::string msg = first_line(e.what_without_backtrace());
     if (msg.find("EADDRINUSE") != std::string::npos || msg.find("failed to listen") != std::string::npos ||
         msg.find("getaddrinfo") != std::string::npos || msg.find("resolve") != std::string::npos)
       throw UserError("MASTER_ADDR:MASTER_PORT '" + where + "': " + msg);

@@ -309,19 +309,19 @@ TrainOutcome train(const TrainerSetup& s) {
 
   const std::string metrics_path = (fs::path(s.run_dir) / "metrics.jsonl").string();
   if (s.resume_from.empty()) {
-   if (main_rank) {
-    std::error_code ec;
-    fs::remove(metrics_path, ec);  // a fresh start owns the run directory's records
-    nlohmann::json info = {{"parameters", modules::parameter_count(s.model)},
-                           {"device", device.str()},
-                           {"fused_adamw", optimizer.fused()},
-                           {"total_steps", total},
-                           {"tokens_per_step", tokens_per_step},
-                           {"data_order_hash", loader.order_hash(std::min<int64_t>(256, loader.samples_per_epoch()))},
-                           {"world_size", env.world},
-                           {"provenance", provenance(s.git_commit)}};
-    data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
-   }
+    if (main_rank) {
+      std::error_code ec;
+      fs::remove(metrics_path, ec);  // a fresh start owns the run directory's records
+      nlohmann::json info = {{"parameters", modules::parameter_count(s.model)},
+                             {"device", device.str()},
+                             {"fused_adamw", optimizer.fused()},
+                             {"total_steps", total},
+                             {"tokens_per_step", tokens_per_step},
+                             {"data_order_hash", loader.order_hash(std::min<int64_t>(256, loader.samples_per_epoch()))},
+                             {"world_size", env.world},
+                             {"provenance", provenance(s.git_commit)}};
+      data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
+    }
   } else {
     auto ckpt = load_checkpoint(s.resume_from);
     load_parameters(model, ckpt.model, s.resume_from + "/model.safetensors");
@@ -348,10 +348,12 @@ TrainOutcome train(const TrainerSetup& s) {
   auto record = [&](const nlohmann::json& r) {
     if (metrics_log) metrics_log->write(r);
   };
+  const std::vector<at::Tensor> param_tensors = tensors_of(params);
+  auto check_replicas = [&](const std::string& what) { dp->check_same(what, tensors_digest(param_tensors)); };
   if (dp) {
     // Same seed, same checkpoint: the replicas must start equal; then the Reducer keeps them so.
-    dp->check_same("initial parameters", tensors_digest(tensors_of(params)));
-    dp->attach(tensors_of(params));
+    check_replicas("initial parameters");
+    dp->attach(param_tensors);
   }
 
   at::Tensor probe_seqs;
@@ -387,7 +389,7 @@ TrainOutcome train(const TrainerSetup& s) {
     c.rng = rng_state(device);
     if (dp) {
       // Every rank's generators: rank r > 0 as "rank<r>/<name>".
-      dp->check_same(log::str("parameters at step ", step), tensors_digest(tensors_of(params)));
+      check_replicas(log::str("parameters at step ", step));
       const Tensors mine = c.rng;
       for (const auto& [name, state] : mine) {
         const auto all = dp->allgather(state);
@@ -439,7 +441,7 @@ TrainOutcome train(const TrainerSetup& s) {
     if (dp) {
       stop_now = dp->any(stop_now);
       if (s.train.dist.check_every > 0 && step % s.train.dist.check_every == 0)
-        dp->check_same(log::str("parameters at step ", step), tensors_digest(tensors_of(params)));
+        check_replicas(log::str("parameters at step ", step));
     }
     train_seconds += std::chrono::duration<double>(Clock::now() - step_start).count();
 

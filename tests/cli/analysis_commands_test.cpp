@@ -50,11 +50,10 @@ probe: {sequences: 8, batch: 4, train_sequences: 8, seq_len: 16}
 
 // Trains the two runs once for every test case of this file.
 struct Runs {
-  fs::path root, pre, sandwich;
+  ablate::test::ScratchDir scratch{"analysis"};
+  fs::path root = scratch.path, pre, sandwich;
   bool ok = false;
   Runs() {
-    std::string tmpl = (fs::temp_directory_path() / "ablate_analysis_XXXXXX").string();
-    root = mkdtemp(tmpl.data());
     std::ofstream(root / "tiny.yaml") << kConfig;
     pre = root / "pre";
     sandwich = root / "sandwich";
@@ -64,10 +63,6 @@ struct Runs {
                  " --set model.norm.placement=sandwich");
     ok = a.status == 0 && b.status == 0;
     if (!ok) WARN("training failed:\n" << a.out << "\n" << b.out);
-  }
-  ~Runs() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
   }
 };
 

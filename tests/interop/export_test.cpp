@@ -82,12 +82,11 @@ probe: {sequences: 4, batch: 4, train_sequences: 4, seq_len: 16}
 )";
 
 struct Runs {
-  fs::path root;
+  ablate::test::ScratchDir scratch{"interop"};
+  fs::path root = scratch.path;
   std::map<std::string, fs::path> dirs;  // name -> run dir
   std::map<std::string, std::string> failures;
   Runs() {
-    std::string tmpl = (fs::temp_directory_path() / "ablate_interop_XXXXXX").string();
-    root = mkdtemp(tmpl.data());
     std::ofstream(root / "tiny.yaml") << kConfig;
     // A small corpus and a SentencePiece tokenizer for the tokenizer export.
     {
@@ -123,10 +122,6 @@ struct Runs {
     dirs[name] = root / name;
     auto r = run_ablate(args + " --run-dir " + dirs[name].string());
     if (r.status != 0) failures[name] += r.out;
-  }
-  ~Runs() {
-    std::error_code ec;
-    fs::remove_all(root, ec);
   }
 };
 
