@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "data/core/errors.h"
+#include "modules/kernels.h"
 
 namespace ablate::modules {
 
@@ -95,9 +96,17 @@ AttentionImpl::AttentionImpl(const ModelOptions& o)
 
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const LayerContext& ctx, const LayerProbe* probe) {
   const int64_t B = x.size(0), S = x.size(1), H = heads_, G = kv_heads_, E = head_dim_;
-  auto q = wq_(x).view({B, S, H, E}).transpose(1, 2);  // (B, H, S, E)
-  auto k = wk_(x).view({B, S, G, E}).transpose(1, 2);  // (B, G, S, E)
-  auto v = wv_(x).view({B, S, G, E}).transpose(1, 2);  // (B, G, S, E)
+  at::Tensor q, k, v;
+  auto packed = kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight});
+  if (packed.defined()) {
+    auto parts = packed.split_with_sizes({H * E, G * E, G * E}, -1);
+    q = parts[0], k = parts[1], v = parts[2];
+  } else {
+    q = wq_(x), k = wk_(x), v = wv_(x);
+  }
+  q = q.view({B, S, H, E}).transpose(1, 2);  // (B, H, S, E)
+  k = k.view({B, S, G, E}).transpose(1, 2);  // (B, G, S, E)
+  v = v.view({B, S, G, E}).transpose(1, 2);  // (B, G, S, E)
   if (q_norm_) {
     auto qn = q_norm_->forward(q), kn = k_norm_->forward(k);
     if (probe) {
@@ -282,7 +291,9 @@ ForwardResult LanguageModelImpl::forward(const at::Tensor& tokens, const ProbeRe
     x = y;
   }
   x = x.narrow(1, P, T);  // the prepended positions have no logits
-  r.logits = lm_head_ ? lm_head_(x) : at::linear(x, embed_->weight);  // (B, T, V)
+  r.hidden = x;
+  r.head_weight = lm_head_ ? lm_head_->weight : embed_->weight;
+  if (probe.logits) r.logits = at::linear(x, r.head_weight);  // (B, T, V)
   return r;
 }
 

@@ -65,6 +65,9 @@ struct ProbeRequest {
   // Not an observation: changes the forward (see above). Probe tensors requested together with
   // it describe the intervened forward (the residual after an edited block holds the edit).
   Intervention intervention;
+  // false: ForwardResult::logits is left undefined; the caller applies the head to `hidden`
+  // (the trainer's fused loss, trainers/step.h lm_loss).
+  bool logits = true;
   // Whether any probe tensor is requested (interventions are not probe tensors).
   bool any() const { return residual || norms || keys || attention; }
 };
@@ -76,7 +79,9 @@ struct NormProbe {
 };
 
 struct ForwardResult {
-  at::Tensor logits;  // (B, T, V): the prepended positions are dropped
+  at::Tensor logits;  // (B, T, V): the prepended positions are dropped (unless ProbeRequest::logits is false)
+  at::Tensor hidden;       // (B, T, C): the input of the LM head (after the final norm, if any)
+  at::Tensor head_weight;  // (V, C): lm_head.weight, or embed.weight when tied
 
   int64_t prefix = 0;  // P: positions prepended to the residual stream (sink_token)
   // residual[0] is the embedding output (B, S, C); residual[b] for b = 1..2L is the stream after

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "modules/components.h"
+#include "modules/kernels.h"
 
 namespace ablate::modules {
 
@@ -47,7 +48,7 @@ class RmsNorm : public NormImpl {
  public:
   RmsNorm(int64_t dim, double eps) : eps_(eps) { weight_ = register_parameter("weight", at::ones({dim})); }
   at::Tensor forward(const at::Tensor& x) override {
-    return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps_) * weight_;
+    return kernels::rms_norm(x, weight_, eps_);
   }
 
  private:
@@ -94,7 +95,11 @@ class SwiGlu : public FfnImpl {
     w_up_ = register_module("w_up", make_linear(d, h, std));
     w_down_ = register_module("w_down", make_linear(h, d, out_std));
   }
-  at::Tensor forward(const at::Tensor& x) override { return w_down_(at::silu(w_gate_(x)) * w_up_(x)); }
+  at::Tensor forward(const at::Tensor& x) override {
+    auto packed = kernels::packed_linear(x, {w_gate_->weight, w_up_->weight});
+    if (packed.defined()) return w_down_(kernels::swiglu(packed));
+    return w_down_(at::silu(w_gate_(x)) * w_up_(x));
+  }
 
  private:
   torch::nn::Linear w_gate_{nullptr}, w_up_{nullptr}, w_down_{nullptr};
@@ -141,8 +146,7 @@ class Rope : public PositionImpl {
   at::Tensor rotate(const at::Tensor& x) override {
     int64_t S = x.size(-2), E = x.size(-1);
     auto [cos, sin] = tables(S, E, x);
-    auto x1 = x.narrow(-1, 0, E / 2), x2 = x.narrow(-1, E / 2, E / 2);
-    return x * cos + at::cat({-x2, x1}, -1) * sin;
+    return kernels::rope(x, cos, sin);
   }
 
  private:

@@ -199,8 +199,8 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
       at::Tensor loss;
       {
         AutocastScope scope(autocast);
-        auto out = model->forward(inputs);
-        auto [sum, count] = masked_ce(out.logits, targets, mask);
+        auto out = model->forward(inputs, without_logits());
+        auto [sum, count] = lm_loss(out, targets, mask);
         loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
       }
       phase(forward_s, t);

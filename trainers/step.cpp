@@ -5,16 +5,19 @@
 #include <map>
 
 #include "data/core/errors.h"
+#include "modules/kernels.h"
 
 namespace ablate::trainers {
 
 std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
                                             const at::Tensor& mask) {
-  const int64_t V = logits.size(-1);
-  auto ce = at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, V}), targets.reshape({-1}), {},
-                                   at::Reduction::None);
-  auto m = mask.reshape({-1});
-  return {(ce * m).sum(), m.sum()};
+  return modules::kernels::masked_ce(logits, targets, mask);
+}
+
+std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, const at::Tensor& targets,
+                                          const at::Tensor& mask) {
+  if (out.logits.defined()) return masked_ce(out.logits, targets, mask);
+  return modules::kernels::linear_masked_ce(out.hidden, out.head_weight, targets, mask);
 }
 
 void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source) {

@@ -45,6 +45,17 @@ class AutocastScope {
 std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
                                             const at::Tensor& mask);
 
+// The same loss for a forward run with `ProbeRequest::logits = false`: the LM head is applied
+// here, by the fused CPU kernel when it applies (modules/kernels.h), which never materialises the
+// logits; otherwise exactly masked_ce(linear(hidden, head_weight)).
+inline modules::ProbeRequest without_logits() {
+  modules::ProbeRequest r;
+  r.logits = false;
+  return r;
+}
+std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, const at::Tensor& targets,
+                                          const at::Tensor& mask);
+
 // Copies saved parameters into `model` by name. UserError naming `source` if a parameter is
 // missing, has another shape, or the file holds parameters the model lacks.
 void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source);

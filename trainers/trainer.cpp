@@ -215,8 +215,8 @@ double evaluate(modules::LanguageModel& model, const data::Loader& loader, const
   at::Tensor count = at::zeros({}, sum.options());
   for (int64_t i = 0; i < n; ++i) {
     auto b = to_device(loader.validation_batch(i, B), device);
-    auto out = model->forward(b.inputs);
-    auto [s_i, c_i] = masked_ce(out.logits, b.targets, b.mask);
+    auto out = model->forward(b.inputs, without_logits());
+    auto [s_i, c_i] = lm_loss(out, b.targets, b.mask);
     sum += s_i;
     count += c_i;
   }
@@ -422,8 +422,8 @@ TrainOutcome train(const TrainerSetup& s) {
       at::Tensor loss;
       {
         AutocastScope scope(autocast);
-        auto out = model->forward(b.inputs);
-        auto [sum, count] = masked_ce(out.logits, b.targets, b.mask);
+        auto out = model->forward(b.inputs, without_logits());
+        auto [sum, count] = lm_loss(out, b.targets, b.mask);
         loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
       }
       if (dp) dp->before_backward(loss, sync);

@@ -1,0 +1,93 @@
+#!/usr/bin/env python3
+"""Reuses finished points that several sweeps have in common (the shared baseline).
+
+Every sweep of experiments/decoupling/ that sets init_from_seed has a baseline point per seed
+(pre-norm RMSNorm, softmax, SwiGLU, 2 heads x 32, no gate, full loss window, weight decay 0)
+whose resolved configuration is the same in every sweep: only `name` differs, and the id's
+hash suffix (a hash of the resolved configuration) is equal. Training is deterministic, so
+training it again gives the same run bit for bit (checked once: gates/kind=none and
+sink-free/variant=softmax, trained separately, have identical metrics.jsonl records).
+
+For every planned point without a run directory, this script looks for a finished point of
+another sweep with the same hash suffix (the first 8 hex digits of the SHA-256 of the resolved
+configuration, src/sweep/sweep.cpp) and the same seed in its id, and copies the run directory with `name` and the `done` marker rewritten to the new id.
+It never overwrites an existing directory. A copied run keeps a `shared_from` file naming its
+source.
+
+    python3 experiments/decoupling/share_points.py [--ablate build/ablate] [--dry-run]
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+SWEEPS = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
+          "weight-decay", "sink-free"]
+
+
+def planned(ablate, sweep):
+    """(id, run_dir) of every point of a sweep, from `ablate sweep plan`."""
+    out = subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")],
+                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    m = re.search(r"^run directories: (.*)/<id>$", out, re.M)
+    base = os.path.join(ROOT, m.group(1))
+    ids = [line.split()[1] for line in out.splitlines() if re.match(r"^\d+\s+\S+", line)]
+    return [(i, os.path.join(base, i)) for i in ids]
+
+
+def seed_of(pid):
+    return re.search(r"seed=(\d+)_", pid).group(1)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ablate", default=os.path.join(ROOT, "build", "ablate"))
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args()
+
+    points = {s: planned(args.ablate, s) for s in SWEEPS if os.path.exists(os.path.join(HERE, s + ".yaml"))}
+    finished = {}  # hash suffix -> run dir
+    for pts in points.values():
+        for pid, d in pts:
+            if os.path.exists(os.path.join(d, "done")):
+                finished.setdefault(pid.rsplit("_", 1)[1], d)
+    copied = 0
+    for sweep, pts in points.items():
+        for pid, d in pts:
+            if os.path.exists(d):
+                continue
+            src = finished.get(pid.rsplit("_", 1)[1])
+            if src is None:
+                continue
+            if seed_of(pid) != seed_of(os.path.basename(src)):
+                sys.exit(f"share_points: {pid} and {src} share a hash but not a seed")
+            print(f"{sweep}/{pid} <- {os.path.relpath(src, ROOT)}")
+            if args.dry_run:
+                continue
+            tmp = d + ".sharing"
+            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+            cfg = os.path.join(tmp, "config.yaml")
+            with open(cfg) as f:
+                lines = f.readlines()
+            lines = [f"name: {pid}\n" if line.startswith("name:") else line for line in lines]
+            with open(cfg, "w") as f:
+                f.writelines(lines)
+            with open(os.path.join(tmp, "done")) as f:
+                done = json.load(f)
+            done["id"] = pid
+            with open(os.path.join(tmp, "done"), "w") as f:
+                json.dump(done, f, separators=(",", ":"))
+            with open(os.path.join(tmp, "shared_from"), "w") as f:
+                f.write(os.path.relpath(src, ROOT) + "\n")
+            os.rename(tmp, d)
+            copied += 1
+    print(f"share_points: {copied} run directories copied")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+// Fused CPU kernels (modules/kernels.h). Each is an autograd Function whose forward and backward
+// are a few hand-written loops over rows, parallelised with at::parallel_for and compiled for
+// AVX-512, AVX2 and baseline x86-64 (the best one is picked at load time: target_clones). The
+// file is compiled with -fopenmp-simd (reductions vectorise) and -ffp-contract=off (no fused
+// multiply-add contraction: RoPE then rounds exactly as the composite code does).
+#include "modules/kernels.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <ATen/autocast_mode.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define ABLATE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define ABLATE_MULTIVERSION
+#endif
+
+namespace ablate::modules::kernels {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::Variable;
+using torch::autograd::variable_list;
+
+namespace {
+
+std::atomic<int> fused_state{-1};  // -1: not read yet
+
+bool plain_cpu_float(const at::Tensor& t) {
+  return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() >= 1 && t.stride(-1) == 1;
+}
+
+bool autocast_on() { return at::autocast::is_autocast_enabled(at::kCPU); }
+
+// Rows [begin, end) of a (rows, C) contiguous block.
+ABLATE_MULTIVERSION void rms_forward_rows(const float* x, const float* w, float* y, float* rstd, int64_t begin,
+                                          int64_t end, int64_t C, float eps) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    float ss = 0.f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    const float rs = 1.f / std::sqrt(ss / float(C) + eps);
+    rstd[r] = rs;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) yr[c] = xr[c] * rs * w[c];
+  }
+}
+
+// dx = rstd · g⊙w − x · rstd³ · mean(g⊙w⊙x); dw += g⊙x·rstd (into this thread's partial row).
+ABLATE_MULTIVERSION void rms_backward_rows(const float* x, const float* w, const float* g, const float* rstd,
+                                           float* gx, float* gw, int64_t begin, int64_t end, int64_t C) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float* xr = x + r * C;
+    const float* gr = g + r * C;
+    float* gxr = gx + r * C;
+    const float rs = rstd[r];
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t c = 0; c < C; ++c) dot += gr[c] * w[c] * xr[c];
+    const float k = dot * rs * rs * rs / float(C);
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) {
+      gxr[c] = gr[c] * w[c] * rs - xr[c] * k;
+      gw[c] += gr[c] * xr[c] * rs;
+    }
+  }
+}
+
+// Rows [begin, end) of gu = [a | b] (rows of 2F) and s = sigmoid(a) (rows of F): y = a · s · b.
+ABLATE_MULTIVERSION void swiglu_forward_rows(const float* gu, const float* s, float* y, int64_t begin, int64_t end,
+                                             int64_t F) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float *a = gu + r * 2 * F, *b = a + F, *sr = s + r * F;
+    float* yr = y + r * F;
+#pragma omp simd
+    for (int64_t i = 0; i < F; ++i) yr[i] = a[i] * sr[i] * b[i];
+  }
+}
+
+// d silu(a)/da = s · (1 + a · (1 − s)); the gradient is written packed, [da | db].
+ABLATE_MULTIVERSION void swiglu_backward_rows(const float* gu, const float* s, const float* g, float* dgu,
+                                              int64_t begin, int64_t end, int64_t F) {
+  for (int64_t r = begin; r < end; ++r) {
+    const float *a = gu + r * 2 * F, *b = a + F, *sr = s + r * F, *gr = g + r * F;
+    float *da = dgu + r * 2 * F, *db = da + F;
+#pragma omp simd
+    for (int64_t i = 0; i < F; ++i) {
+      da[i] = gr[i] * b[i] * (sr[i] * (1.f + a[i] * (1.f - sr[i])));
+      db[i] = gr[i] * (a[i] * sr[i]);
+    }
+  }
+}
+
+// One row of E = 2·half: y₁ = x₁·c₁ − x₂·s₁, y₂ = x₂·c₂ + x₁·s₂ (forward, sign = 1); the
+// transpose for the gradient: g₁·c₁ + g₂·s₂, g₂·c₂ − g₁·s₁ (sign = −1 swaps the roles).
+ABLATE_MULTIVERSION void rope_row(const float* x, const float* c, const float* s, float* y, int64_t half,
+                                  bool forward) {
+  if (forward) {
+#pragma omp simd
+    for (int64_t i = 0; i < half; ++i) {
+      y[i] = x[i] * c[i] + (-x[i + half]) * s[i];
+      y[i + half] = x[i + half] * c[i + half] + x[i] * s[i + half];
+    }
+  } else {
+#pragma omp simd
+    for (int64_t i = 0; i < half; ++i) {
+      y[i] = x[i] * c[i] + x[i + half] * s[i + half];
+      y[i + half] = x[i + half] * c[i + half] - x[i] * s[i];
+    }
+  }
+}
+
+// Applies rope_row to every (b, h, s) row of a 4-d tensor with a contiguous last dimension.
+void rope_apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& y, bool forward) {
+  const int64_t B = x.size(0), H = x.size(1), S = x.size(2), E = x.size(3);
+  const float* xp = x.data_ptr<float>();
+  float* yp = y.data_ptr<float>();
+  const float* cp = cos.data_ptr<float>();
+  const float* sp = sin.data_ptr<float>();
+  const auto xs = x.strides(), ys = y.strides();
+  at::parallel_for(0, B * H * S, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t b = r / (H * S), h = (r / S) % H, s = r % S;
+      rope_row(xp + b * xs[0] + h * xs[1] + s * xs[2], cp + s * E, sp + s * E, yp + b * ys[0] + h * ys[1] + s * ys[2],
+               E / 2, forward);
+    }
+  });
+}
+
+// --- autograd Functions ------------------------------------------------------------------------
+
+struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
+  static Variable forward(AutogradContext* ctx, const Variable& x, const Variable& w, double eps) {
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
+    auto rstd = at::empty({rows}, x.options());
+    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>();
+    float *yp = y.data_ptr<float>(), *rp = rstd.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / C), [&](int64_t b, int64_t e) {
+      rms_forward_rows(xp, wp, yp, rp, b, e, C, float(eps));
+    });
+    ctx->save_for_backward({x, w, rstd});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &w = saved[1], &rstd = saved[2];
+    auto g = grads[0].contiguous();
+    const int64_t C = x.size(-1), rows = x.numel() / C;
+    auto gx = at::empty_like(x, at::MemoryFormat::Contiguous);
+    auto partial = at::zeros({at::get_num_threads(), C}, w.options());
+    const float *xp = x.data_ptr<float>(), *wp = w.data_ptr<float>(), *gp = g.data_ptr<float>(),
+                *rp = rstd.data_ptr<float>();
+    float *gxp = gx.data_ptr<float>(), *pp = partial.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / C), [&](int64_t b, int64_t e) {
+      rms_backward_rows(xp, wp, gp, rp, gxp, pp + at::get_thread_num() * C, b, e, C);
+    });
+    return {gx, partial.sum(0), Variable()};
+  }
+};
+
+struct SwiGluFn : torch::autograd::Function<SwiGluFn> {
+  static Variable forward(AutogradContext* ctx, const Variable& gu) {
+    const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
+    auto s = at::sigmoid(gu.narrow(-1, 0, F)).contiguous();
+    auto sizes = gu.sizes().vec();
+    sizes.back() = F;
+    auto y = at::empty(sizes, gu.options());
+    const float *gp = gu.data_ptr<float>(), *sp = s.data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / F),
+                     [&](int64_t b, int64_t e) { swiglu_forward_rows(gp, sp, yp, b, e, F); });
+    ctx->save_for_backward({gu, s});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &gu = saved[0], &s = saved[1];
+    auto g = grads[0].contiguous();
+    const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
+    auto dgu = at::empty_like(gu);
+    const float *gp = gu.data_ptr<float>(), *sp = s.data_ptr<float>(), *dp = g.data_ptr<float>();
+    float* op = dgu.data_ptr<float>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / F),
+                     [&](int64_t b, int64_t e) { swiglu_backward_rows(gp, sp, dp, op, b, e, F); });
+    return {dgu};
+  }
+};
+
+struct RopeFn : torch::autograd::Function<RopeFn> {
+  static Variable forward(AutogradContext* ctx, const Variable& x, const at::Tensor& cos, const at::Tensor& sin) {
+    auto y = at::empty_like(x);  // same (permuted) layout as x
+    rope_apply(x, cos, sin, y, /*forward=*/true);
+    ctx->save_for_backward({cos, sin});
+    return y;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    auto g = grads[0];
+    if (g.stride(-1) != 1) g = g.contiguous();
+    auto gx = at::empty_like(g);
+    rope_apply(g, saved[0], saved[1], gx, /*forward=*/false);
+    return {gx, Variable(), Variable()};
+  }
+};
+
+// Rows per chunk so that one chunk's logits take about 1 MiB.
+int64_t ce_chunk_rows(int64_t N, int64_t V) { return std::min<int64_t>(N, std::max<int64_t>(16, (1 << 18) / V)); }
+
+struct LinearCeFn : torch::autograd::Function<LinearCeFn> {
+  // h (N, C) contiguous, w (V, C), targets (N) int64, mask (N) float.
+  static Variable forward(AutogradContext* ctx, const Variable& h, const Variable& w, const at::Tensor& targets,
+                          const at::Tensor& mask, bool need_grad) {
+    const int64_t N = h.size(0), R = ce_chunk_rows(N, w.size(0));
+    auto total = at::zeros({}, h.options());
+    at::Tensor dh, dw;
+    if (need_grad) {
+      dh = at::empty_like(h);
+      dw = at::zeros_like(w);
+    }
+    const auto wt = w.t();
+    for (int64_t r0 = 0; r0 < N; r0 += R) {
+      const int64_t n = std::min(R, N - r0);
+      auto hc = h.narrow(0, r0, n);
+      auto yc = targets.narrow(0, r0, n).unsqueeze(1);
+      auto mc = mask.narrow(0, r0, n).unsqueeze(1);
+      auto logp = at::log_softmax(at::mm(hc, wt), 1);  // (n, V)
+      total.sub_((logp.gather(1, yc) * mc).sum());
+      if (!need_grad) continue;
+      auto g = logp.exp_().mul_(mc);  // softmax · mask
+      g.scatter_add_(1, yc, -mc);     // − onehot · mask
+      auto dhc = dh.narrow(0, r0, n);
+      at::mm_out(dhc, g, w);
+      dw.addmm_(g.t(), hc);
+    }
+    if (need_grad) ctx->save_for_backward({dh, dw});
+    return total;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    TORCH_CHECK(saved.size() == 2, "linear_masked_ce: backward through a forward run without gradients");
+    const auto& g = grads[0];
+    return {saved[0] * g, saved[1] * g, Variable(), Variable(), Variable()};
+  }
+};
+
+}  // namespace
+
+bool fused_cpu_enabled() {
+  int s = fused_state.load();
+  if (s < 0) {
+    const char* v = std::getenv("ABLATE_FUSED_CPU");
+    s = (v && std::strcmp(v, "0") == 0) ? 0 : 1;
+    fused_state.store(s);
+  }
+  return s == 1;
+}
+
+void set_fused_cpu_enabled(bool on) { fused_state.store(on ? 1 : 0); }
+
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
+  if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(x) && x.is_contiguous() && plain_cpu_float(weight) &&
+      weight.dim() == 1 && weight.size(0) == x.size(-1) && x.numel() > 0)
+    return RmsNormFn::apply(x, weight, eps);
+  return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
+}
+
+at::Tensor packed_linear(const at::Tensor& x, at::TensorList weights) {
+  if (!fused_cpu_enabled() || autocast_on() || !plain_cpu_float(x) || weights.empty()) return {};
+  for (const auto& w : weights)
+    if (!plain_cpu_float(w) || w.dim() != 2 || w.size(1) != x.size(-1)) return {};
+  return at::linear(x, at::cat(weights, 0));
+}
+
+at::Tensor swiglu(const at::Tensor& gu) {
+  const int64_t F = gu.size(-1) / 2;
+  if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(gu) && gu.is_contiguous() && gu.size(-1) % 2 == 0 &&
+      gu.numel() > 0)
+    return SwiGluFn::apply(gu);
+  return at::silu(gu.narrow(-1, 0, F)) * gu.narrow(-1, F, F);
+}
+
+at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+  const int64_t E = x.size(-1);
+  if (fused_cpu_enabled() && !autocast_on() && x.dim() == 4 && plain_cpu_float(x) && E % 2 == 0 &&
+      plain_cpu_float(cos) && plain_cpu_float(sin) && cos.is_contiguous() && sin.is_contiguous() &&
+      cos.dim() == 2 && cos.size(0) == x.size(2) && cos.size(1) == E && sin.sizes() == cos.sizes() && x.numel() > 0)
+    return RopeFn::apply(x, cos, sin);
+  auto x1 = x.narrow(-1, 0, E / 2), x2 = x.narrow(-1, E / 2, E / 2);
+  return x * cos + at::cat({-x2, x1}, -1) * sin;
+}
+
+std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
+                                            const at::Tensor& mask) {
+  const int64_t V = logits.size(-1);
+  auto ce = at::cross_entropy_loss(logits.to(at::kFloat).reshape({-1, V}), targets.reshape({-1}), {},
+                                   at::Reduction::None);
+  auto m = mask.reshape({-1});
+  return {(ce * m).sum(), m.sum()};
+}
+
+std::pair<at::Tensor, at::Tensor> linear_masked_ce(const at::Tensor& h, const at::Tensor& weight,
+                                                   const at::Tensor& targets, const at::Tensor& mask) {
+  const int64_t C = h.size(-1);
+  if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(h) && plain_cpu_float(weight) && weight.dim() == 2 &&
+      weight.size(1) == C && h.numel() > 0) {
+    const int64_t V = weight.size(0);
+    auto t = targets.reshape({-1}).to(at::kLong);
+    const auto lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi < V, "linear_masked_ce: target ids ", lo, "..", hi, " outside 0..", V - 1);
+    auto m = mask.reshape({-1}).to(at::kFloat).contiguous();
+    auto h2 = h.reshape({-1, C}).contiguous();
+    auto w = weight.is_contiguous() ? weight : weight.contiguous();
+    const bool need = at::GradMode::is_enabled() && (h.requires_grad() || weight.requires_grad());
+    return {LinearCeFn::apply(h2, w, t, m, need), m.sum()};
+  }
+  return masked_ce(at::linear(h, weight), targets, mask);
+}
+
+}  // namespace ablate::modules::kernels

@@ -1,0 +1,51 @@
+#pragma once
+// Fused CPU kernels for the hot elementwise parts of the model and the loss (docs/performance.md,
+// "Fused CPU kernels"). Each function computes exactly the formula of the composite code it
+// replaces (docs/model.md) with fewer passes over memory and no intermediate tensors; results
+// differ from the composite ones only by floating-point rounding (tests/modules/kernels_test.cpp
+// bounds the difference of values and gradients).
+//
+// The fused path runs when every tensor is a float32 CPU tensor, the innermost dimension is
+// contiguous and CPU autocast is off; anything else (CUDA, bf16, autocast) takes the composite
+// path. ABLATE_FUSED_CPU=0 in the environment disables the fused path everywhere (to compare
+// numerics with the composite code, or to rule the kernels out when debugging).
+#include <ATen/core/Tensor.h>
+
+#include <utility>
+
+namespace ablate::modules::kernels {
+
+// Whether the fused CPU path is on (ABLATE_FUSED_CPU, read once) — tests may override it.
+bool fused_cpu_enabled();
+void set_fused_cpu_enabled(bool on);
+
+// x / sqrt(mean(x², -1) + eps) · weight, x (..., C) with contiguous rows, weight (C).
+at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps);
+
+// x · [W₁; W₂; …]ᵀ as one matrix product (B, S, ΣNᵢ) when the fused CPU path applies to x and
+// every weight, else an undefined tensor (the caller then applies the weights one by one). One
+// product of width ΣNᵢ runs faster than n narrow ones (attention's q, k, v; SwiGLU's gate and up)
+// and reads x once; the weights stay separate parameters.
+at::Tensor packed_linear(const at::Tensor& x, at::TensorList weights);
+
+// silu(a) ⊙ b for gu = [a | b] packed along the last dimension (..., 2F) → (..., F); the fused
+// backward writes the packed gradient [da | db] in one pass.
+at::Tensor swiglu(const at::Tensor& gu);
+
+// Rotate-half RoPE: x (B, H, S, E) with any strides but a contiguous last dimension, cos and sin
+// (S, E) tables. Returns x · cos + cat(-x₂, x₁) · sin.
+at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+
+// The masked language-model loss on a linear head: returns (Σ_t mask_t · CE(h_t · Wᵀ, y_t), Σ_t mask_t)
+// for h (B, T, C), W (V, C), targets (B, T) int64, mask (B, T) float. The fused path never
+// materialises the (B·T, V) logits: it walks the tokens in chunks whose logits fit in cache and,
+// when a gradient is needed, computes dL/dh and dL/dW in the same pass (scaled by the incoming
+// gradient in backward). Otherwise: cross entropy on at::linear(h, W) in float32.
+std::pair<at::Tensor, at::Tensor> linear_masked_ce(const at::Tensor& h, const at::Tensor& weight,
+                                                   const at::Tensor& targets, const at::Tensor& mask);
+
+// The composite loss on materialised logits (B, T, V): (Σ mask · CE, Σ mask).
+std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
+                                            const at::Tensor& mask);
+
+}  // namespace ablate::modules::kernels

@@ -1,0 +1,203 @@
+// The fused CPU kernels (modules/kernels.h) against the composite formulas they replace: values
+// and gradients in float32 against the composite code run in float64, for odd sizes (vector
+// tails), permuted layouts, several threads and several loss chunks; the dispatch (fused node
+// when it applies, composite otherwise); and a whole model's loss and gradients with the kernels
+// on and off.
+#include <ATen/ATen.h>
+#include <catch2/catch.hpp>
+#include <torch/csrc/autograd/function.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "modules/kernels.h"
+#include "modules/model.h"
+#include "tests/modules/helpers.h"
+
+using namespace ablate::modules;
+namespace k = ablate::modules::kernels;
+
+namespace {
+
+// Restores the fused switch and the thread count at scope exit.
+struct KernelScope {
+  explicit KernelScope(bool fused, int threads = 1) : threads_(at::get_num_threads()) {
+    k::set_fused_cpu_enabled(fused);
+    at::set_num_threads(threads);
+  }
+  ~KernelScope() {
+    k::set_fused_cpu_enabled(true);
+    at::set_num_threads(threads_);
+  }
+  int threads_;
+};
+
+std::string node_name(const at::Tensor& t) { return t.grad_fn() ? t.grad_fn()->name() : std::string("leaf"); }
+
+// max |a - b| / (max |b| + 1e-12)
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>() /
+         (b.to(at::kDouble).abs().max().item<double>() + 1e-12);
+}
+
+// Runs f on float32 copies of `inputs` (fused path) and on float64 copies (composite path: the
+// kernels take only float32), backpropagates the same random weighting, and compares outputs and
+// every input's gradient.
+void compare(const std::function<at::Tensor(const std::vector<at::Tensor>&)>& f, const std::vector<at::Tensor>& inputs,
+             const std::string& fused_node, double tol = 2e-5) {
+  std::vector<at::Tensor> f32, f64;
+  for (const auto& t : inputs) {
+    f32.push_back(t.to(at::kFloat).detach().requires_grad_(true));
+    f64.push_back(t.to(at::kDouble).detach().requires_grad_(true));
+  }
+  auto y32 = f(f32), y64 = f(f64);
+  CHECK(node_name(y32).find(fused_node) != std::string::npos);
+  CHECK(node_name(y64).find(fused_node) == std::string::npos);
+  REQUIRE(y32.sizes() == y64.sizes());
+  CHECK(rel_diff(y32, y64) < tol);
+  auto w = at::randn(y64.sizes(), at::kDouble);
+  (y32 * w.to(at::kFloat)).sum().backward();
+  (y64 * w).sum().backward();
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    INFO("input " << i);
+    REQUIRE(f32[i].grad().defined());
+    CHECK(rel_diff(f32[i].grad(), f64[i].grad()) < 10 * tol);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("fused RMSNorm equals the composite formula, values and gradients", "[modules][kernels]") {
+  at::manual_seed(3);
+  for (int threads : {1, 2}) {
+    KernelScope scope(true, threads);
+    INFO("threads " << threads);
+    auto x = at::randn({3, 50, 37}, at::kDouble) * 3;
+    auto w = at::rand({37}, at::kDouble) + 0.5;
+    compare([](const std::vector<at::Tensor>& t) { return k::rms_norm(t[0], t[1], 1e-5); }, {x, w}, "RmsNormFn");
+  }
+}
+
+TEST_CASE("fused SwiGLU on the packed [a | b] equals silu(a) * b, values and gradients", "[modules][kernels]") {
+  at::manual_seed(4);
+  for (int threads : {1, 2}) {
+    KernelScope scope(true, threads);
+    auto gu = at::randn({2, 70, 2 * 301}, at::kDouble) * 4;
+    compare([](const std::vector<at::Tensor>& t) { return k::swiglu(t[0]); }, {gu}, "SwiGluFn");
+  }
+}
+
+TEST_CASE("packed linear: one product equal to the separate ones", "[modules][kernels]") {
+  at::manual_seed(9);
+  KernelScope scope(true, 2);
+  auto x = at::randn({3, 7, 16});
+  auto w1 = at::randn({12, 16}), w2 = at::randn({5, 16});
+  auto packed = k::packed_linear(x, {w1, w2});
+  REQUIRE(packed.defined());
+  CHECK(packed.sizes() == at::IntArrayRef({3, 7, 17}));
+  CHECK(rel_diff(packed.narrow(-1, 0, 12), at::linear(x, w1)) < 1e-6);
+  CHECK(rel_diff(packed.narrow(-1, 12, 5), at::linear(x, w2)) < 1e-6);
+  CHECK_FALSE(k::packed_linear(x.to(at::kDouble), {w1.to(at::kDouble)}).defined());
+  KernelScope off(false);
+  CHECK_FALSE(k::packed_linear(x, {w1, w2}).defined());
+}
+
+TEST_CASE("fused RoPE equals the rotate-half formula on the attention layout", "[modules][kernels]") {
+  at::manual_seed(5);
+  KernelScope scope(true, 2);
+  const int64_t B = 2, S = 9, H = 3, E = 10;
+  auto angles = at::outer(at::arange(S, at::kDouble), at::rand({E / 2}, at::kDouble));
+  auto cos = at::cat({angles.cos(), angles.cos()}, -1), sin = at::cat({angles.sin(), angles.sin()}, -1);
+  // (B, S, H, E) storage seen as (B, H, S, E), as the attention's projections produce it.
+  auto x = at::randn({B, S, H, E}, at::kDouble);
+  compare(
+      [&](const std::vector<at::Tensor>& t) {
+        auto v = t[0].transpose(1, 2);
+        return k::rope(v, cos.to(t[0].scalar_type()), sin.to(t[0].scalar_type()));
+      },
+      {x}, "RopeFn", 1e-6);
+  // The output keeps the input's layout (no hidden copy before attention).
+  auto v = x.to(at::kFloat).transpose(1, 2);
+  auto y = k::rope(v, cos.to(at::kFloat), sin.to(at::kFloat));
+  CHECK(y.strides() == v.strides());
+  // Rounding as the composite code: equal bit for bit (no FMA contraction).
+  KernelScope off(false, 1);
+  auto ref = k::rope(v, cos.to(at::kFloat), sin.to(at::kFloat));
+  CHECK(at::equal(y, ref));
+}
+
+TEST_CASE("fused linear cross entropy equals CE on the logits, over several chunks", "[modules][kernels]") {
+  at::manual_seed(6);
+  const int64_t B = 2, T = 23, C = 8, V = 32768;  // 16 rows per chunk: 3 chunks
+  auto h = at::randn({B, T, C}, at::kDouble);
+  auto w = at::randn({V, C}, at::kDouble) * 0.5;
+  auto targets = at::randint(V, {B, T}, at::kLong);
+  auto mask = (at::rand({B, T}) > 0.3).to(at::kFloat);
+  for (int threads : {1, 2}) {
+    KernelScope scope(true, threads);
+    compare(
+        [&](const std::vector<at::Tensor>& t) {
+          auto [sum, count] = k::linear_masked_ce(t[0], t[1], targets, mask);
+          CHECK(count.item<double>() == mask.sum().item<double>());
+          return sum;
+        },
+        {h, w}, "LinearCeFn");
+  }
+  SECTION("without gradients: the same value, no backward node") {
+    at::NoGradGuard no_grad;
+    auto [fused, count] = k::linear_masked_ce(h.to(at::kFloat), w.to(at::kFloat), targets, mask);
+    auto [ref, count2] = k::masked_ce(at::linear(h, w), targets, mask);
+    CHECK(std::abs(fused.item<double>() - ref.item<double>()) < 2e-5 * std::abs(ref.item<double>()));
+  }
+  SECTION("a target outside the vocabulary is an error, not a read out of bounds") {
+    auto bad = targets.clone();
+    bad[1][4] = V;
+    CHECK_THROWS_WITH(k::linear_masked_ce(h.to(at::kFloat), w.to(at::kFloat), bad, mask),
+                      Catch::Contains("outside 0..32767"));
+  }
+}
+
+TEST_CASE("kernels take the composite path when they do not apply", "[modules][kernels]") {
+  auto x = at::randn({4, 6}).requires_grad_(true);
+  auto w = at::ones({6}).requires_grad_(true);
+  {
+    KernelScope off(false);
+    CHECK(node_name(k::rms_norm(x, w, 1e-5)).find("RmsNormFn") == std::string::npos);
+  }
+  // A non-contiguous input (qk-norm on the (B, H, S, E) view) is not fused.
+  auto q = at::randn({2, 5, 3, 6}).transpose(1, 2).requires_grad_(false);
+  CHECK(node_name(k::rms_norm(q.detach().requires_grad_(true), w, 1e-5)).find("RmsNormFn") == std::string::npos);
+  CHECK(node_name(k::rms_norm(x, w, 1e-5)).find("RmsNormFn") != std::string::npos);
+}
+
+TEST_CASE("a model's loss and gradients agree with the fused kernels on and off", "[modules][kernels]") {
+  auto o = testing::tiny();
+  o.vocab = 97;
+  o.max_seq_len = 16;
+  std::vector<std::pair<double, std::vector<at::Tensor>>> runs;
+  for (bool fused : {false, true}) {
+    KernelScope scope(fused, 2);
+    at::manual_seed(7);
+    LanguageModel model(o);
+    at::manual_seed(8);
+    auto tokens = at::randint(o.vocab, {3, 12}, at::kLong);
+    auto targets = at::randint(o.vocab, {3, 12}, at::kLong);
+    auto mask = at::ones({3, 12});
+    ProbeRequest r;
+    r.logits = false;
+    auto out = model->forward(tokens, r);
+    CHECK_FALSE(out.logits.defined());
+    auto [sum, count] = k::linear_masked_ce(out.hidden, out.head_weight, targets, mask);
+    (sum / count).backward();
+    std::vector<at::Tensor> grads;
+    for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+    runs.emplace_back((sum / count).item<double>(), grads);
+  }
+  CHECK(std::abs(runs[0].first - runs[1].first) < 1e-5);
+  REQUIRE(runs[0].second.size() == runs[1].second.size());
+  for (size_t i = 0; i < runs[0].second.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(rel_diff(runs[1].second[i], runs[0].second[i]) < 1e-4);
+  }
+}
