@@ -23,11 +23,7 @@ if [[ "${1:-}" == "--prepare" ]]; then
   ls -la "$LIBS"
   exit 0
 fi
-PY=${PYTHON:-python3}
-TORCH_LIB=$($PY -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
-NV=$($PY -c 'import glob, os, site; print(":".join(sorted(glob.glob(os.path.join(site.getsitepackages()[0], "nvidia", "*", "lib")))))' || true)
-export LD_LIBRARY_PATH="$TORCH_LIB:$NV:$PWD/$LIBS:${LD_LIBRARY_PATH:-}"
-ABLATE=build-bench/ablate
+source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.get_device_name())'
 $ABLATE version || { echo "ablate does not start here (missing libraries?): ldd:"; ldd $ABLATE | grep 'not found'; exit 1; }

@@ -56,6 +56,12 @@ TIERS = [
     ("natural", "natural text (shards); scale fixed by the scan of issue 10 §1(b)", {}),
 ]
 
+# The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
+SCAN = ("natural-scale-scan", "natural/scale-scan.yaml")
+SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "depth 12", "depth 3",
+               "head_dim 32 (8 heads)", "head_dim 128 (2 heads)", "lr 1e-2", "lr 1e-3", "weight decay 0.1",
+               "random crops (no BOS)", "byte-level", "width 512 (8 x 64)"]
+
 # ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
 BASE = {
     "norm-placement": {"model.norm.placement": "pre"},
@@ -622,6 +628,36 @@ def render_tier(tier, desc, axes, data, out):
 
 
 # ---- emergence curves ----------------------------------------------------------------------------
+def render_scan(pts, out):
+    out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
+    out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g) and a sink (max "
+               "per-layer Sink^0.3 ≥ %g) on ../shared/corpora (brown-nonfiction + nlpcorpus, 3.78 M tokens "
+               "with the 4k BPE)? Sweep `%s/%s`: one knob at a time around a centre point, one seed, 4,000 "
+               "steps of 16 × 256 tokens (16.4 M tokens, ~4.3 epochs); emergence over tokens seen from the "
+               "in-training probes every 250 steps.\n" % (SPIKE_PRESENT, SINK_PRESENT, REL, SCAN[1]))
+    if pts is None:
+        out.append("**Not run yet.** Cost: the centre point trains at ~3.4 k tokens/s on this 2-core CPU with both "
+                   "cores (`ablate bench`, the small model at the same width), so ~80 min per point and ~15 h for "
+                   "the 11; the synthetic tier took the CPU in this session. Prepared for a GPU host: "
+                   "`%s/natural/gpu_scan.sh` (all points concurrently, bf16). Until the scan has run, the natural "
+                   "tier has no baseline, so every prediction there is **not run yet**. What the choices may "
+                   "change: the corpus is small (repeated ~4 times in the centre point), so the spike and sink "
+                   "measured late may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
+                   "random crops do not.\n" % REL)
+        return
+    out.append("| point | state | step | top-1/median | spike | max layer Sink^0.3 | val loss | both present |")
+    out.append("|---|---|---|---|---|---|---|---|")
+    for i, p in enumerate(pts):
+        lab = SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+        both = (p["spike_ratio"] is not None and p["sink_eps_max"] is not None and
+                p["spike_ratio"] >= SPIKE_PRESENT and p["sink_eps_max"] >= SINK_PRESENT)
+        f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            lab, p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
+            f(p["sink_eps_max"], ".3f"), f(p["val_loss"], ".4f"), "yes" if both else "no"))
+    out.append("")
+
+
 def emergence(data, results_dir, out_dir):
     series = []
     base = data.select("baseline")
@@ -749,6 +785,18 @@ def main():
             sweeps[axis] = pts
         tier_data.append((tier, desc, axes, Data(sweeps)))
 
+    scan_name, scan_file = SCAN
+    scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
+    scan_dir = os.path.join(results_dir, scan_name)
+    if not a.no_report and os.path.isdir(scan_runs) and os.path.exists(a.ablate):
+        os.makedirs(scan_dir, exist_ok=True)
+        subprocess.run([a.ablate, "sweep", "report", os.path.join(REL, scan_file), "--runs", scan_runs,
+                        "--out", os.path.join(scan_dir, "report.html"), "--csv", os.path.join(scan_dir, "report.csv"),
+                        "--json", os.path.join(scan_dir, "report.json")], cwd=REPO, stdout=subprocess.DEVNULL)
+    scan_pts = load_sweep(scan_name, results_dir, scan_runs)
+    if scan_pts is not None:
+        write_sweep_csvs(scan_name, scan_pts, results_dir)
+
     lines += ["## Verdict rule", "",
               "Each prediction is split into tests; each test compares a variant with its sweep's baseline "
               "over the seeds both have (points of one seed share data order and, with `init_from_seed`, the "
@@ -772,6 +820,8 @@ def main():
 
     for tier, desc, axes, data in tier_data:
         render_tier(tier, desc, axes, data, lines)
+
+    render_scan(scan_pts, lines)
 
     svg = emergence(tier_data[0][3], results_dir, out_dir)
     lines += ["## Emergence curves (synthetic tier)", ""]
@@ -802,6 +852,9 @@ def main():
     for tier, desc, axes in TIERS:
         for axis, fname in axes.items():
             lines.append("build/ablate sweep run %s/%s --slots 2" % (REL, fname))
+    lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL,
+              "%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
+              "build/ablate sweep run %s/%s --slots 2   # or natural/gpu_scan.sh on a GPU host" % (REL, SCAN[1])]
     lines += ["python3 %s/make_results.py   # runs `ablate sweep report` per sweep, then writes this file" % REL,
               "```", "",
               "`make_results.py` runs, per sweep with a runs directory, `build/ablate sweep report "
