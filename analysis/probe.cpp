@@ -205,6 +205,19 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
   so.massive_abs = opts.massive_abs;
   so.massive_ratio = opts.massive_ratio;
   SpikeAccumulator spikes(so);
+  SpikeAccumulator norm_spikes(so);
+  auto add_norm_inputs = [&](const ForwardResult& out) {
+    std::vector<at::Tensor> inputs;
+    std::vector<std::string> names;
+    for (const auto& np : out.norms) {
+      if (np.input.dim() != 3) continue;  // qk-norms see (B, H, S, E) heads, not the stream
+      inputs.push_back(np.input);
+      names.push_back(np.name);
+    }
+    if (inputs.empty()) return;
+    norm_spikes.add(inputs);
+    r.norm_input_names = names;
+  };
   SinkAccumulator sinks({opts.sink_epsilon, /*max_k=*/1}, mo.n_layers);
   double loss = 0;
 
@@ -218,10 +231,12 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
       const at::Tensor tokens = batch_tokens(start);
       ProbeRequest req;
       req.residual = true;
+      req.norms = true;
       req.attention = true;
       req.attention_layers = compact_chunk0;
       const ForwardResult out = model->forward(tokens, req);
       spikes.add(out.residual);
+      add_norm_inputs(out);
       loss += loss_sum(out.logits, tokens);
     }
     r.spike = spikes.finish();
@@ -246,10 +261,11 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
       req.attention_layers = chunks[c];
       req.keys = !compact;
       req.residual = c == 0;
-      req.norms = c == 0 && !compact;
+      req.norms = c == 0;
       const ForwardResult out = model->forward(tokens, req);
       if (c == 0 && compact) {
         spikes.add(out.residual);
+        add_norm_inputs(out);
         loss += loss_sum(out.logits, tokens);
       }
       if (c == 0 && !compact) {
@@ -291,6 +307,12 @@ ProbeReport run_probe(modules::LanguageModel& model, const at::Tensor& sequences
     }
   }
   if (compact) r.spike = spikes.finish();
+  if (!r.norm_input_names.empty()) {
+    r.norm_inputs = norm_spikes.finish().blocks;
+    for (size_t i = 0; i < r.norm_inputs.size(); ++i)
+      if (r.norm_input_peak < 0 || r.norm_inputs[i].top1 > r.norm_inputs[r.norm_input_peak].top1)
+        r.norm_input_peak = static_cast<int64_t>(i);
+  }
   r.sink = sinks.finish();
   r.loss = loss / static_cast<double>(N * (T - 1));
 
@@ -410,6 +432,17 @@ nlohmann::json to_json(const ProbeReport& r) {
                 {"spike_channel_magnitude", s.spike_channel_magnitude}, {"step_up", s.step_up},
                 {"step_down", s.step_down}, {"step_up_delta", s.step_up_delta},
                 {"step_down_delta", s.step_down_delta}};
+  if (r.norm_input_peak >= 0) {
+    json top1 = json::array(), ratio = json::array();
+    for (const auto& b : r.norm_inputs) {
+      top1.push_back(b.top1);
+      ratio.push_back(finite(b.ratio));
+    }
+    const auto& peak = r.norm_inputs[r.norm_input_peak];
+    j["spike"]["norm_inputs"] = {{"names", r.norm_input_names}, {"top1", top1}, {"ratio", ratio},
+                                 {"peak", r.norm_input_names[r.norm_input_peak]}, {"peak_top1", peak.top1},
+                                 {"peak_ratio", finite(peak.ratio)}};
+  }
   const SinkReport& k = r.sink;
   j["sink"] = {{"epsilon", k.epsilon}, {"mass", k.sink_mass}, {"mass_per_layer", k.mass_per_layer},
                {"sink_eps", k.sink_eps.empty() ? 0.0 : k.sink_eps[0]},
@@ -471,6 +504,11 @@ std::string to_table(const ProbeReport& r) {
   o << "\nspike magnitude " << r.spike.spike_magnitude << " (block " << r.spike.peak_block << ")"
     << "  step-up block " << r.spike.step_up << " (+" << r.spike.step_up_delta << ")"
     << "  step-down block " << r.spike.step_down << " (" << r.spike.step_down_delta << ")\n";
+  if (r.norm_input_peak >= 0) {
+    const auto& pk = r.norm_inputs[r.norm_input_peak];
+    o << "largest norm input " << r.norm_input_names[r.norm_input_peak] << ": top-1 " << pk.top1 << ", top-1/median "
+      << pk.ratio << "\n";
+  }
   o << "massive entries " << r.spike.massive_total << "  channels [";
   for (const auto& [c, n] : r.spike.massive_channels) o << " " << c << "x" << n;
   o << " ]  positions [";

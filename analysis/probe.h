@@ -68,6 +68,13 @@ struct ProbeReport {
   int64_t sequences = 0, seq_len = 0, layers = 0, heads = 0, prefix = 0;
   double loss = 0;  // mean next-token cross entropy on the probe set (nats)
   SpikeProfile spike;
+  // The inputs of the norms that see the whole stream (B, S, C) — attn_norm / ffn_norm, a
+  // post-norm's x + f(x), final_norm — in forward order, each summarised as a spike block (mean
+  // over sequences). For post-norm this is where the spike lives before the norm rescales it
+  // (PAPER P12); the residual stream (spike) is after it.
+  std::vector<std::string> norm_input_names;
+  std::vector<BlockSpike> norm_inputs;
+  int64_t norm_input_peak = -1;  // index of the largest top1; -1 when no norm sees the stream
   SinkReport sink;
   // Full probe only ------------------------------------------------------------------------
   int64_t geometry_block = 0;          // the peak block: where spike tokens are chosen

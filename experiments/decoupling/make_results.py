@@ -176,10 +176,15 @@ PREDICTIONS = [
     dict(id="P12", change="post-norm (Gu et al., 60 M)", paper="Sink^0.3 13.5 % vs 18.2 %",
          expected="sink stays; spike moves before the norm",
          rows=[B("norm-placement"), V("norm-placement", placement="post")],
-         tests=[("sink: post vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="post"))],
-         note="\"spike moves before the norm\" is not tested: the probe measures the residual stream after "
-              "each block, which post-norm normalises; the sum before the norm is not recorded by the "
-              "in-training probe."),
+         tests=[("sink: post vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="post")),
+                ("spike before the norm: post's largest norm input vs its normalised stream (full probe)", "up",
+                 "fp_spike", V("norm-placement", placement="post"), V("norm-placement", placement="post"),
+                 "fp_norm_input_top1"),
+                ("spike before the norm: post's largest norm input top-1/median >= 100 (full probe)", "present",
+                 "fp_norm_input_ratio", None, V("norm-placement", placement="post"))],
+         note="\"Spike moves before the norm\" is measured by the full probe (`ablate probe` on the final "
+              "checkpoint, 100 validation sequences), which reports the inputs of every norm that sees the stream "
+              "(`spike.norm_inputs`): with post-norm, x + f(x) before the norm rescales it."),
     dict(id="P13", change="sigmoid attention, no normalisation (Gu et al.)", paper="Sink 0.44 %, no massive activations",
          expected="both gone",
          rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb="-4.0")],
@@ -279,12 +284,41 @@ def probe_numbers(pr):
         "sink_eps_max": max(per_layer) if per_layer else None,
         "bias_mass": mean_tensor(sink.get("bias_mass")),
         "probe_loss": num(pr.get("loss")),
+        "norm_input_top1": num((spike.get("norm_inputs") or {}).get("peak_top1")),
+        "norm_input_ratio": num((spike.get("norm_inputs") or {}).get("peak_ratio")),
     }
 
 
+# Sweeps whose final checkpoints also get a full `ablate probe` (cached in the run directory as
+# final_probe.json): norm-placement, for P12's "spike before the norm" — the in-training records
+# of runs made before the probe reported norm inputs do not have it.
+FULL_PROBE_SWEEPS = ("norm-placement",)
+FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio"]
+ABLATE = [None]  # the binary, set by main()
+
+
+def full_probe(run_dir):
+    out = os.path.join(run_dir, "final_probe.json")
+    if not os.path.exists(out) and ABLATE[0] and os.path.exists(os.path.join(run_dir, "done")):
+        subprocess.run([ABLATE[0], "--log-level", "warn", "probe", run_dir, "--out", out], cwd=REPO,
+                       stdout=subprocess.DEVNULL)
+    if not os.path.exists(out):
+        return {}
+    with open(out) as f:
+        n = probe_numbers(json.load(f).get("probe", {}))
+    return {"fp_spike": n["spike_magnitude"], "fp_norm_input_top1": n["norm_input_top1"],
+            "fp_norm_input_ratio": n["norm_input_ratio"]}
+
+
 POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
-              "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss"]
+              "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss",
+              "norm_input_top1", "norm_input_ratio"] + FULL_PROBE_COLS
 CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max"]
+
+
+# Per-point numbers read from the run's records rather than the sweep report.
+EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
+              "norm_input_ratio"] + FULL_PROBE_COLS
 
 
 def load_sweep(name, results_dir, runs_dir):
@@ -315,7 +349,7 @@ def load_sweep(name, results_dir, runs_dir):
               "val_loss": num(p.get("val_loss")), "curve": []}
         for m in ("spike_magnitude", "sink_mass", "sink_eps", "sink_eps_max"):
             pt[m] = num(p.get(m))
-        for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+        for m in EXTRA_COLS:
             pt[m] = None
         cands = [p.get("run_dir") or ""]
         cands.append(os.path.join(REPO, cands[0]))
@@ -330,12 +364,14 @@ def load_sweep(name, results_dir, runs_dir):
                     last = n
                     pt["curve"].append(dict(step=r.get("step"), **n))
             if last:
-                for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+                for m in EXTRA_COLS[:6]:
                     pt[m] = last[m]
+            if name in FULL_PROBE_SWEEPS:
+                pt.update(full_probe(os.path.dirname(mpath)))
         else:  # run directories gone: the numbers the script extracted last time
             old = old_points.get((vkey, seed))
             if old:
-                for m in ("spike_ratio", "massive_total", "bias_mass", "probe_loss"):
+                for m in EXTRA_COLS:
                     pt[m] = num(float(old[m])) if old.get(m) not in (None, "") else None
             for r in old_curves.get((vkey, seed), []):
                 c = {"step": int(r["step"])}
@@ -414,7 +450,7 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         if n < 2:
             return "inconclusive", "%d seed(s) with a value" % n
         se = sd / math.sqrt(n)
-        thr = SPIKE_PRESENT if metric == "spike_ratio" else SINK_PRESENT
+        thr = SPIKE_PRESENT if metric.endswith("ratio") else SINK_PRESENT
         ev = "mean %.4g, s.e. %.3g, n %d, threshold %g" % (m, se, n, thr)
         if m - 2 * se >= thr:
             return "reproduced in direction", ev + ": mean - 2 s.e. above the threshold"
@@ -426,7 +462,7 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         return "not run yet", "no finished seed of the variant yet"
     if not ref:
         return "not run yet", "no finished seed of the baseline yet"
-    log = metric == "spike_magnitude" and vm == metric
+    log = metric in ("spike_magnitude", "fp_spike") and vm in ("spike_magnitude", "fp_spike", "fp_norm_input_top1")
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:
         return "inconclusive", "%d paired seed(s)" % n
@@ -761,6 +797,8 @@ def main():
     lines = ["# Decoupling ablations: results (issue 10)", "",
              "Generated by `python3 %s/make_results.py` from the sweep reports; do not edit by hand." % REL, "",
              "The paper's numbers (PAPER.md §4) are from 7B models; ours are directions at small scale.", ""]
+    if not a.no_report and os.path.exists(a.ablate):
+        ABLATE[0] = a.ablate
     tier_data = []
     for tier, desc, axes in TIERS:
         sweeps = {}

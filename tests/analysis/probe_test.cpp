@@ -74,3 +74,41 @@ TEST_CASE("run_probe on a tiny model", "[probe]") {
   CHECK(to_table(compact).find("interventions not measured: full probe only") != std::string::npos);
   CHECK(model->is_training());  // restored
 }
+
+TEST_CASE("norm inputs: pre-norm's first equals the embedding block; post-norm's carry the spike", "[probe]") {
+  torch::manual_seed(1);
+  const at::Tensor seqs = at::randint(0, 64, {4, 16}, at::kLong);
+  ProbeOptions po;
+  po.batch = 4;
+  {
+    modules::LanguageModel pre(tiny());
+    for (bool compact : {false, true}) {
+      const ProbeReport r = run_probe(pre, seqs, po, compact, {});
+      // attn_norm and ffn_norm of 2 layers, then final_norm: each sees the stream.
+      REQUIRE(r.norm_input_names.size() == 5);
+      CHECK(r.norm_input_names.front() == "layers.0.attn_norm");
+      CHECK(r.norm_input_names.back() == "final_norm");
+      // attn_norm of layer 0 reads the embedding output, block 0 of the spike profile.
+      CHECK(r.norm_inputs[0].top1 == Approx(r.spike.blocks[0].top1));
+      CHECK(r.norm_inputs[4].top1 == Approx(r.spike.blocks[4].top1));
+      const nlohmann::json j = to_json(r);
+      CHECK(j["spike"]["norm_inputs"]["names"].size() == 5);
+      CHECK(j["spike"]["norm_inputs"]["peak_top1"].get<double>() >= r.spike.blocks[4].top1);
+    }
+  }
+  {
+    auto o = tiny();
+    o.norm.placement = "post";
+    modules::LanguageModel post(o);
+    {
+      torch::NoGradGuard g;
+      // Plant a large value in one channel of the embedding: post-norm's inputs carry it, the
+      // normalised stream after each norm does not.
+      post->named_parameters()["embed.weight"].narrow(1, 3, 1).fill_(500.0);
+    }
+    const ProbeReport r = run_probe(post, seqs, po, /*compact=*/true, {});
+    REQUIRE(r.norm_input_peak >= 0);
+    CHECK(r.norm_inputs[r.norm_input_peak].top1 > 400.0);
+    CHECK(r.spike.spike_magnitude < 0.1 * r.norm_inputs[r.norm_input_peak].top1);
+  }
+}
