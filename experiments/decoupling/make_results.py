@@ -886,10 +886,18 @@ def main():
                              "[curves](results/%s/curves.csv) |" % (tier, name, done, len(pts), name, name, name, name, name))
     lines.append("")
 
-    lines += ["## Regenerate", "", "From the repository root (each sweep resumes; finished points are skipped):", "", "```sh"]
+    lines += ["## Regenerate", "",
+              "From the repository root (each sweep resumes; finished points are skipped). The synthetic-tier "
+              "runs were trained by builds from before the fused CPU kernels (8797ac3, docs/performance.md; their "
+              "run.json says c4360ef: until 8e15a0a the recorded commit was the one CMake was configured at); "
+              "`ABLATE_FUSED_CPU=0` makes a later build train them bit for bit as that one did (checked: gates/none "
+              "seed 0, 300 steps: every loss and probe identical). With the kernels on, a run differs in the last "
+              "bits from the start, and the spike's growth amplifies that (same seed at step 300: spike 5,055 "
+              "against 1,993), so all points of a sweep must come from one build or the pairing by seed is lost.",
+              "", "```sh"]
     for tier, desc, axes in TIERS:
         for axis, fname in axes.items():
-            lines.append("build/ablate sweep run %s/%s --slots 2" % (REL, fname))
+            lines.append("ABLATE_FUSED_CPU=0 build/ablate sweep run %s/%s --slots 2" % (REL, fname))
     lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL,
               "%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
               "build/ablate sweep run %s/%s --slots 2   # or natural/gpu_scan.sh on a GPU host" % (REL, SCAN[1])]

@@ -18,9 +18,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/trainer.h"
 
-#ifndef ABLATE_GIT_COMMIT
-#define ABLATE_GIT_COMMIT "unknown"
-#endif
+#include "ablate_git_commit.h"
 
 namespace fs = std::filesystem;
 

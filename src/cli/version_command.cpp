@@ -8,9 +8,7 @@
 
 #include "src/cli/commands.h"
 
-#ifndef ABLATE_GIT_COMMIT
-#define ABLATE_GIT_COMMIT "unknown"
-#endif
+#include "ablate_git_commit.h"
 
 namespace ablate::cli {
 
