@@ -889,7 +889,7 @@ def main():
     lines += ["## Regenerate", "",
               "From the repository root (each sweep resumes; finished points are skipped). The synthetic-tier "
               "runs were trained by builds from before the fused CPU kernels (8797ac3, docs/performance.md; their "
-              "run.json says c4360ef: until 8e15a0a the recorded commit was the one CMake was configured at); "
+              "run.json says c4360ef: until d8219d3 the recorded commit was the one CMake was configured at); "
               "`ABLATE_FUSED_CPU=0` makes a later build train them bit for bit as that one did (checked: gates/none "
               "seed 0, 300 steps: every loss and probe identical). With the kernels on, a run differs in the last "
               "bits from the start, and the spike's growth amplifies that (same seed at step 300: spike 5,055 "

@@ -1,28 +1,15 @@
-// A temporary directory per test, removed afterwards.
+// A temporary directory per test, removed afterwards: tests/common.h's ScratchDir with paths as
+// strings, as the data tests pass them to the readers and writers.
 #pragma once
 
-#include <unistd.h>
-
-#include <atomic>
-#include <filesystem>
 #include <string>
 
-#include "data/formats/atomic_dir.h"
+#include "tests/common.h"
 
 namespace ablate::test {
 
-struct TempDir {
-  std::filesystem::path path;
-  TempDir() {
-    static std::atomic<int> n{0};
-    path = std::filesystem::temp_directory_path() /
-           ("ablate-test-data-" + std::to_string(::getpid()) + "-" + std::to_string(n++));
-    data::remove_tree(path.string());
-    std::filesystem::create_directories(path);
-  }
-  ~TempDir() {
-    data::remove_tree(path.string());
-  }
+struct TempDir : ScratchDir {
+  TempDir() : ScratchDir("data") {}
   std::string operator/(const std::string& name) const { return (path / name).string(); }
 };
 
