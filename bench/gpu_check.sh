@@ -47,6 +47,14 @@ import torch, torch.nn.functional as F
 q = torch.randn(16, 12, 1024, 64, device="cuda", dtype=torch.bfloat16)
 print("SDPA backend chosen for (16, 12, 1024, 64) bf16 causal:", torch._fused_sdp_choice(q, q, q, is_causal=True),
       "(0 math, 1 flash, 2 efficient, 3 cuDNN)")'
+# Every attention variant and the gates at the same shape (issue 8: sink-free and gated within 10 %
+# of softmax's tokens/s), one process each, no phase syncs.
+for v in "" "model.attention.gate.kind=conditional" "model.attention.variant=sigmoid" \
+         "model.attention.variant=softmax1" "model.attention.variant=k_bias" "model.attention.variant=kv_bias" \
+         "model.attention.variant=sink_token"; do
+  printf '%-40s ' "${v:-softmax (baseline)}"
+  $ABLATE bench bench/configs/gpt2-small.yaml --steps 10 --warmup 3 --no-phase-sync ${v:+--set $v} | grep 'tokens/s'
+done
 # The race: alternating, fresh processes, the same weights and batches; losses compared first.
-$PY bench/race.py --configs gpt2-small --rounds 3 --steps 20 --warmup 5 --compile-timeout 420 \
+$PY bench/race.py --configs gpt2-small --rounds 3 --steps 20 --warmup 5 --compile-timeout 300 \
   --ablate-args "--no-phase-sync" --ref-args "--device cuda" --python "$PY"
