@@ -9,14 +9,9 @@
 
 namespace ablate::trainers {
 
-std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
-                                            const at::Tensor& mask) {
-  return modules::kernels::masked_ce(logits, targets, mask);
-}
-
 std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, const at::Tensor& targets,
                                           const at::Tensor& mask) {
-  if (out.logits.defined()) return masked_ce(out.logits, targets, mask);
+  if (out.logits.defined()) return modules::kernels::masked_ce(out.logits, targets, mask);
   return modules::kernels::linear_masked_ce(out.hidden, out.head_weight, targets, mask);
 }
 

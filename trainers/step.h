@@ -40,19 +40,18 @@ class AutocastScope {
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
 
-// Next-token cross entropy (in fp32) summed over the positions `mask` selects, and the number of
-// those positions: (sum, count), both scalars on the logits' device, nothing read back.
-std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,
-                                            const at::Tensor& mask);
-
-// The same loss for a forward run with `ProbeRequest::logits = false`: the LM head is applied
-// here, by the fused CPU kernel when it applies (modules/kernels.h), which never materialises the
-// logits; otherwise exactly masked_ce(linear(hidden, head_weight)).
+// The forward request of a training step: no logits, lm_loss applies the head.
 inline modules::ProbeRequest without_logits() {
   modules::ProbeRequest r;
   r.logits = false;
   return r;
 }
+
+// Next-token cross entropy (in fp32) summed over the positions `mask` selects, and the number of
+// those positions: (sum, count), both scalars on the model's device, nothing read back. For a
+// forward run with `ProbeRequest::logits = false` the LM head is applied here, by the fused CPU
+// kernel when it applies (modules/kernels.h), which never materialises the logits; otherwise
+// exactly modules::kernels::masked_ce on the logits.
 std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, const at::Tensor& targets,
                                           const at::Tensor& mask);
 

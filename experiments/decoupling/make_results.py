@@ -364,8 +364,9 @@ def load_sweep(name, results_dir, runs_dir):
                     last = n
                     pt["curve"].append(dict(step=r.get("step"), **n))
             if last:
-                for m in EXTRA_COLS[:6]:
-                    pt[m] = last[m]
+                for m in EXTRA_COLS:
+                    if m not in FULL_PROBE_COLS:
+                        pt[m] = last[m]
             if name in FULL_PROBE_SWEEPS:
                 pt.update(full_probe(os.path.dirname(mpath)))
         else:  # run directories gone: the numbers the script extracted last time
