@@ -14,6 +14,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define ABLATE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -73,28 +74,74 @@ ABLATE_MULTIVERSION void rms_backward_rows(const float* x, const float* w, const
   }
 }
 
-// Rows [begin, end) of gu = [a | b] (rows of 2F) and s = sigmoid(a) (rows of F): y = a · s · b.
-ABLATE_MULTIVERSION void swiglu_forward_rows(const float* gu, const float* s, float* y, int64_t begin, int64_t end,
-                                             int64_t F) {
+// exp(x) in plain arithmetic that inlines and vectorises under omp simd (glibc's vector expf
+// is only declared with -ffast-math): x clamped to ±87 (a NaN stays NaN), x = n·ln2 + r with
+// |r| <= ln2/2 (n rounded by the 1.5·2²³ trick, no library call), exp(r) by its degree-6 Taylor
+// polynomial (truncation < 1.3e-7 relative), 2ⁿ built in the exponent bits. Within a few ulp
+// of std::exp (tests/modules/test_kernels.cpp).
+inline float exp_approx(float x) {
+  x = x < -87.f ? -87.f : (x > 87.f ? 87.f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.f) - 12582912.f;
+  const float r = (x - n * 0.693145751953125f) - n * 1.428606765330187045e-06f;  // ln2 split hi + lo
+  float p = 1.f / 720.f;
+  p = p * r + 1.f / 120.f;
+  p = p * r + 1.f / 24.f;
+  p = p * r + 1.f / 6.f;
+  p = p * r + 0.5f;
+  p = p * r + 1.f;
+  p = p * r + 1.f;
+  // No address-taken local (memcpy): under omp simd it becomes a per-lane array and the loop
+  // stays scalar.
+  return p * __builtin_bit_cast(float, (static_cast<int32_t>(n) + 127) << 23);
+}
+
+inline float sigmoid_approx(float a) { return 1.f / (1.f + exp_approx(-a)); }
+
+// Rows [begin, end) of gu = [a | b] (rows of 2F): y = silu(a) · b = a · σ(a) · b, σ computed here.
+ABLATE_MULTIVERSION void swiglu_forward_rows(const float* gu, float* y, int64_t begin, int64_t end, int64_t F) {
   for (int64_t r = begin; r < end; ++r) {
-    const float *a = gu + r * 2 * F, *b = a + F, *sr = s + r * F;
+    const float *a = gu + r * 2 * F, *b = a + F;
     float* yr = y + r * F;
 #pragma omp simd
-    for (int64_t i = 0; i < F; ++i) yr[i] = a[i] * sr[i] * b[i];
+    for (int64_t i = 0; i < F; ++i) yr[i] = a[i] * sigmoid_approx(a[i]) * b[i];
   }
 }
 
-// d silu(a)/da = s · (1 + a · (1 − s)); the gradient is written packed, [da | db].
-ABLATE_MULTIVERSION void swiglu_backward_rows(const float* gu, const float* s, const float* g, float* dgu,
-                                              int64_t begin, int64_t end, int64_t F) {
+// d silu(a)/da = σ · (1 + a · (1 − σ)), σ recomputed; the gradient is written packed, [da | db].
+ABLATE_MULTIVERSION void swiglu_backward_rows(const float* gu, const float* g, float* dgu, int64_t begin, int64_t end,
+                                              int64_t F) {
   for (int64_t r = begin; r < end; ++r) {
-    const float *a = gu + r * 2 * F, *b = a + F, *sr = s + r * F, *gr = g + r * F;
+    const float *a = gu + r * 2 * F, *b = a + F, *gr = g + r * F;
     float *da = dgu + r * 2 * F, *db = da + F;
 #pragma omp simd
     for (int64_t i = 0; i < F; ++i) {
-      da[i] = gr[i] * b[i] * (sr[i] * (1.f + a[i] * (1.f - sr[i])));
-      db[i] = gr[i] * (a[i] * sr[i]);
+      const float sg = sigmoid_approx(a[i]);
+      da[i] = gr[i] * b[i] * (sg * (1.f + a[i] * (1.f - sg)));
+      db[i] = gr[i] * (a[i] * sg);
     }
+  }
+}
+
+// Cross entropy on rows [begin, end) of a logits chunk z (rows of V), in place: loss[r] =
+// (logsumexp(z_r) − z_r[y_r]) · mask_r and, with grad, z_r becomes its gradient
+// (softmax(z_r) − onehot(y_r)) · mask_r. Two passes over each row (max; then Σ exp), one more
+// for the gradient.
+ABLATE_MULTIVERSION void ce_rows(float* z, const int64_t* y, const float* mask, float* loss, int64_t begin,
+                                 int64_t end, int64_t V, bool grad) {
+  for (int64_t r = begin; r < end; ++r) {
+    float* zr = z + r * V;
+    float m = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : m)
+    for (int64_t v = 0; v < V; ++v) m = zr[v] > m ? zr[v] : m;
+    float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+    for (int64_t v = 0; v < V; ++v) sum += exp_approx(zr[v] - m);
+    const float lse = m + std::log(sum), mk = mask[r];
+    loss[r] = (lse - zr[y[r]]) * mk;
+    if (!grad) continue;
+#pragma omp simd
+    for (int64_t v = 0; v < V; ++v) zr[v] = exp_approx(zr[v] - lse) * mk;
+    zr[y[r]] -= mk;
   }
 }
 
@@ -169,27 +216,26 @@ struct RmsNormFn : torch::autograd::Function<RmsNormFn> {
 struct SwiGluFn : torch::autograd::Function<SwiGluFn> {
   static Variable forward(AutogradContext* ctx, const Variable& gu) {
     const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
-    auto s = at::sigmoid(gu.narrow(-1, 0, F)).contiguous();
     auto sizes = gu.sizes().vec();
     sizes.back() = F;
     auto y = at::empty(sizes, gu.options());
-    const float *gp = gu.data_ptr<float>(), *sp = s.data_ptr<float>();
+    const float* gp = gu.data_ptr<float>();
     float* yp = y.data_ptr<float>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / F),
-                     [&](int64_t b, int64_t e) { swiglu_forward_rows(gp, sp, yp, b, e, F); });
-    ctx->save_for_backward({gu, s});
+                     [&](int64_t b, int64_t e) { swiglu_forward_rows(gp, yp, b, e, F); });
+    ctx->save_for_backward({gu});
     return y;
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &gu = saved[0], &s = saved[1];
+    const auto& gu = saved[0];
     auto g = grads[0].contiguous();
     const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
     auto dgu = at::empty_like(gu);
-    const float *gp = gu.data_ptr<float>(), *sp = s.data_ptr<float>(), *dp = g.data_ptr<float>();
+    const float *gp = gu.data_ptr<float>(), *dp = g.data_ptr<float>();
     float* op = dgu.data_ptr<float>();
     at::parallel_for(0, rows, std::max<int64_t>(1, 8192 / F),
-                     [&](int64_t b, int64_t e) { swiglu_backward_rows(gp, sp, dp, op, b, e, F); });
+                     [&](int64_t b, int64_t e) { swiglu_backward_rows(gp, dp, op, b, e, F); });
     return {dgu};
   }
 };
@@ -211,37 +257,46 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
   }
 };
 
-// Rows per chunk so that one chunk's logits take about 1 MiB.
-int64_t ce_chunk_rows(int64_t N, int64_t V) { return std::min<int64_t>(N, std::max<int64_t>(16, (1 << 18) / V)); }
+// Rows per chunk so that one chunk's logits take about 4 MiB: 256 rows at V = 4096. Smaller
+// chunks re-pack the whole weight for every product (1 MiB: 9 ms more matmul time per step on
+// the small config); larger ones gain nothing (docs/performance.md).
+int64_t ce_chunk_rows(int64_t N, int64_t V) { return std::min<int64_t>(N, std::max<int64_t>(16, (1 << 20) / V)); }
 
 struct LinearCeFn : torch::autograd::Function<LinearCeFn> {
-  // h (N, C) contiguous, w (V, C), targets (N) int64, mask (N) float.
+  // h (N, C) contiguous, w (V, C) contiguous, targets (N) int64 contiguous, mask (N) float
+  // contiguous. The logits of one chunk live in one reused buffer; with need_grad the chunk's
+  // gradient replaces them there and goes straight into dL/dh and dL/dw.
   static Variable forward(AutogradContext* ctx, const Variable& h, const Variable& w, const at::Tensor& targets,
                           const at::Tensor& mask, bool need_grad) {
-    const int64_t N = h.size(0), R = ce_chunk_rows(N, w.size(0));
-    auto total = at::zeros({}, h.options());
+    const int64_t N = h.size(0), V = w.size(0), R = ce_chunk_rows(N, V);
+    auto buf = at::empty({R, V}, h.options());
+    auto loss = at::empty({N}, h.options());
     at::Tensor dh, dw;
     if (need_grad) {
       dh = at::empty_like(h);
-      dw = at::zeros_like(w);
+      dw = at::empty_like(w);
     }
     const auto wt = w.t();
+    const int64_t* yp = targets.data_ptr<int64_t>();
+    const float* mp = mask.data_ptr<float>();
+    float* lp = loss.data_ptr<float>();
     for (int64_t r0 = 0; r0 < N; r0 += R) {
       const int64_t n = std::min(R, N - r0);
       auto hc = h.narrow(0, r0, n);
-      auto yc = targets.narrow(0, r0, n).unsqueeze(1);
-      auto mc = mask.narrow(0, r0, n).unsqueeze(1);
-      auto logp = at::log_softmax(at::mm(hc, wt), 1);  // (n, V)
-      total.sub_((logp.gather(1, yc) * mc).sum());
+      auto z = buf.narrow(0, 0, n);
+      at::mm_out(z, hc, wt);
+      float* zp = z.data_ptr<float>();
+      at::parallel_for(0, n, 1, [&](int64_t b, int64_t e) {
+        ce_rows(zp, yp + r0, mp + r0, lp + r0, b, e, V, need_grad);
+      });
       if (!need_grad) continue;
-      auto g = logp.exp_().mul_(mc);  // softmax · mask
-      g.scatter_add_(1, yc, -mc);     // − onehot · mask
       auto dhc = dh.narrow(0, r0, n);
-      at::mm_out(dhc, g, w);
-      dw.addmm_(g.t(), hc);
+      at::mm_out(dhc, z, w);
+      if (r0 == 0) at::mm_out(dw, z.t(), hc);
+      else dw.addmm_(z.t(), hc);
     }
     if (need_grad) ctx->save_for_backward({dh, dw});
-    return total;
+    return loss.sum();
   }
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
@@ -312,7 +367,7 @@ std::pair<at::Tensor, at::Tensor> linear_masked_ce(const at::Tensor& h, const at
   if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(h) && plain_cpu_float(weight) && weight.dim() == 2 &&
       weight.size(1) == C && h.numel() > 0) {
     const int64_t V = weight.size(0);
-    auto t = targets.reshape({-1}).to(at::kLong);
+    auto t = targets.reshape({-1}).to(at::kLong).contiguous();
     const auto lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
     TORCH_CHECK(lo >= 0 && hi < V, "linear_masked_ce: target ids ", lo, "..", hi, " outside 0..", V - 1);
     auto m = mask.reshape({-1}).to(at::kFloat).contiguous();

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 #include <torch/utils.h>
 
@@ -13,8 +14,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "data/core/errors.h"
@@ -83,7 +86,45 @@ nlohmann::json model_json(const modules::ModelOptions& o) {
           {"position", {{"type", o.position.type}, {"base", o.position.base}}}};
 }
 
+namespace prof = torch::autograd::profiler;
+namespace prof_impl = torch::profiler::impl;
+
+std::set<prof_impl::ActivityType> trace_activities(bool cuda) {
+  std::set<prof_impl::ActivityType> a{prof_impl::ActivityType::CPU};
+  if (cuda) a.insert(prof_impl::ActivityType::CUDA);
+  return a;
+}
+
 }  // namespace
+
+std::vector<OpTime> self_times(std::vector<TraceEvent> events) {
+  std::sort(events.begin(), events.end(), [](const TraceEvent& a, const TraceEvent& b) {
+    if (a.thread != b.thread) return a.thread < b.thread;
+    if (a.start_ns != b.start_ns) return a.start_ns < b.start_ns;
+    return a.duration_ns > b.duration_ns;  // the enclosing event first
+  });
+  std::map<std::string, OpTime> by_name;
+  struct Open {
+    uint64_t end;
+    OpTime* op;
+  };
+  std::vector<Open> stack;
+  uint64_t thread = 0;
+  for (const auto& e : events) {
+    if (stack.empty() || e.thread != thread) stack.clear(), thread = e.thread;
+    while (!stack.empty() && stack.back().end <= e.start_ns) stack.pop_back();
+    auto& op = by_name[e.name];
+    op.name = e.name;
+    op.calls += 1;
+    op.self_s += double(e.duration_ns) * 1e-9;
+    if (!stack.empty()) stack.back().op->self_s -= double(e.duration_ns) * 1e-9;
+    stack.push_back({e.start_ns + e.duration_ns, &op});
+  }
+  std::vector<OpTime> out;
+  for (auto& [name, op] : by_name) out.push_back(op);
+  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) { return a.self_s > b.self_s; });
+  return out;
+}
 
 int64_t matmul_parameters(const modules::ModelOptions& o) {
   // Lookup tables do no multiply-adds: embed.weight (unless it doubles as the LM head),
@@ -121,6 +162,8 @@ double known_gpu_peak(const std::string& name) {
 BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
   if (opt.steps < 1) throw UserError("bench: --steps must be at least 1");
   if (opt.warmup < 0) throw UserError("bench: --warmup must be at least 0");
+  if (!opt.trace_path.empty() && !std::ofstream(opt.trace_path))  // fail before the run, not after
+    throw UserError("bench: --trace " + opt.trace_path + ": cannot create the file");
   const at::Device device(resolve_device(s.device));
   if (s.train.precision == "bf16" && !device.is_cuda())
     throw UserError("train.precision: bf16 autocast needs a CUDA device (device is " + device.str() + ")");
@@ -178,6 +221,11 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
       if (cuda) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
 #endif
       data_s = forward_s = backward_s = optimizer_s = 0;
+      if (!opt.trace_path.empty()) {
+        const prof_impl::ProfilerConfig config(prof_impl::ProfilerState::KINETO);
+        prof::prepareProfiler(config, trace_activities(cuda));
+        prof::enableProfiler(config, trace_activities(cuda));
+      }
       timed_start = Clock::now();
     }
     const double lr = learning_rate(s.train.optimizer, s.train.schedule, step, total);
@@ -216,6 +264,19 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
   }
   sync(device);
   r.seconds = seconds_since(timed_start);
+  if (!opt.trace_path.empty()) {
+    auto result = prof::disableProfiler();
+    std::vector<TraceEvent> events;
+    for (const auto& e : result->events())
+      if (!e.isAsync() && e.deviceType() == c10::DeviceType::CPU)
+        events.push_back({e.name(), e.startThreadId(), e.startNs(), e.durationNs()});
+    r.top_ops = self_times(std::move(events));
+    result->save(opt.trace_path);  // Kineto logs, never throws, on failure: check the file
+    std::error_code ec;
+    if (std::filesystem::file_size(opt.trace_path, ec) == 0 || ec)
+      throw UserError("bench: --trace " + opt.trace_path + ": the profiler could not write the trace");
+    r.trace_path = opt.trace_path;
+  }
   r.tokens_per_s = double(r.tokens_per_step * opt.steps) / r.seconds;
   r.data_s = data_s / double(opt.steps);
   r.forward_s = forward_s / double(opt.steps);
@@ -298,6 +359,18 @@ std::string format_report(const BenchResult& r) {
     o << buf;
   }
   o << (r.losses.size() > 4 ? ", ...\n" : "\n");
+  if (!r.trace_path.empty()) {
+    double all = 0;
+    for (const auto& op : r.top_ops) all += op.self_s;
+    o << "  trace         " << r.trace_path << " (profiled: the times above include the profiler's cost)\n"
+      << "  self time per step, top operators:\n";
+    for (size_t i = 0; i < r.top_ops.size() && i < 20; ++i) {
+      const auto& op = r.top_ops[i];
+      std::snprintf(buf, sizeof(buf), "    %8.2f ms  %5.1f %%  %6.1f calls  %s\n", op.self_s * 1e3 / double(r.steps),
+                    all > 0 ? 100.0 * op.self_s / all : 0.0, double(op.calls) / double(r.steps), op.name.c_str());
+      o << buf;
+    }
+  }
   return o.str();
 }
 
@@ -323,7 +396,13 @@ nlohmann::json to_json(const BenchResult& r) {
           {"peak_flops", r.peak_flops},
           {"peak_source", r.peak_source},
           {"mfu", r.mfu},
-          {"losses", r.losses}};
+          {"losses", r.losses},
+          {"trace", r.trace_path},
+          {"top_ops", [&] {
+             auto a = nlohmann::json::array();
+             for (const auto& op : r.top_ops) a.push_back({{"name", op.name}, {"self_s", op.self_s}, {"calls", op.calls}});
+             return a;
+           }()}};
 }
 
 }  // namespace ablate::trainers

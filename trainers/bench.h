@@ -28,6 +28,15 @@ struct BenchOptions {
   int threads = 0;          // > 0: at::set_num_threads (intra-op); 0 = keep LibTorch's default
   bool phase_sync = true;   // synchronise the device around each phase (the split needs it)
   std::string dump_path;    // safetensors: initial weights, batches, learning rates
+  std::string trace_path;   // Chrome trace (Kineto) of the timed steps; also fills top_ops
+};
+
+// One operator's share of the traced steps (BenchOptions::trace_path): self time excludes the
+// operators it called; totals are over all timed steps.
+struct OpTime {
+  std::string name;
+  double self_s = 0;
+  int64_t calls = 0;
 };
 
 struct BenchResult {
@@ -40,6 +49,8 @@ struct BenchResult {
   double flops_per_token = 0, peak_flops = 0, mfu = 0;
   int64_t host_peak_rss_bytes = 0, device_peak_bytes = 0;
   std::vector<double> losses;  // every step's loss, warm-up steps first
+  std::vector<OpTime> top_ops;  // with trace_path: operators by self time, largest first
+  std::string trace_path;
 };
 
 BenchResult bench(const TrainerSetup& setup, const BenchOptions& options);
@@ -50,6 +61,14 @@ double flops_per_token(const modules::ModelOptions& model, int64_t seq_len);
 int64_t matmul_parameters(const modules::ModelOptions& model);
 // Dense bf16 (CUDA) peak of a known GPU by name, in FLOP/s; 0 when unknown.
 double known_gpu_peak(const std::string& device_name);
+
+// Self time per operator name from profiler events (name, thread, start ns, duration ns):
+// events on one thread nest by time; each event's children are subtracted from it.
+struct TraceEvent {
+  std::string name;
+  uint64_t thread = 0, start_ns = 0, duration_ns = 0;
+};
+std::vector<OpTime> self_times(std::vector<TraceEvent> events);
 
 std::string format_report(const BenchResult& r);
 nlohmann::json to_json(const BenchResult& r);

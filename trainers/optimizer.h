@@ -30,6 +30,7 @@ class AdamW {
   AdamW(std::vector<NamedParameter> params, const OptimizerOptions& options);
   // One update at learning rate `lr`; parameters without a gradient are skipped.
   void step(double lr);
+  // Gradients become undefined (PyTorch's set_to_none): the next backward allocates them.
   void zero_grad();
   bool fused() const { return fused_; }
   // Optimiser state as named tensors: "<param>.exp_avg", "<param>.exp_avg_sq", "<param>.step".

@@ -44,6 +44,9 @@ void add_bench_command(CLI::App& app, Action& action) {
                 "do not synchronise the device between phases (throughput only; the split is then not meaningful)");
   cmd->add_option("--dump", args->options.dump_path,
                   "write initial weights, batches and learning rates (safetensors) for bench/reference");
+  cmd->add_option("--trace", args->options.trace_path,
+                  "profile the timed steps: write a Chrome trace (chrome://tracing, Perfetto) and print the operators "
+                  "with the most self time");
   cmd->add_flag("--json", args->json, "print one JSON object instead of the table");
   cmd->callback([args, &action] { action = [args] { return run_bench(*args); }; });
 }

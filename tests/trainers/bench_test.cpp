@@ -87,3 +87,38 @@ TEST_CASE("bench FLOPs: 6 N_matmul + 12 L T H E per token") {
   CHECK(trainers::known_gpu_peak("NVIDIA A100-SXM4-80GB") == 312e12);
   CHECK(trainers::known_gpu_peak("Some GPU") == 0);
 }
+
+TEST_CASE("bench --trace: self time subtracts nested operators, per thread") {
+  // thread 1: a [0, 100) holds b [10, 40) which holds c [20, 30); a second b [50, 60).
+  // thread 2: b [0, 1000) alone (same start times as thread 1 must not nest across threads).
+  std::vector<trainers::TraceEvent> ev = {{"c", 1, 20, 10}, {"a", 1, 0, 100}, {"b", 1, 10, 30},
+                                          {"b", 1, 50, 10}, {"b", 2, 0, 1000}};
+  auto ops = trainers::self_times(ev);
+  REQUIRE(ops.size() == 3);
+  CHECK(ops[0].name == "b");  // 20 + 10 + 1000 ns
+  CHECK(ops[0].calls == 3);
+  CHECK(ops[0].self_s == Approx(1030e-9));
+  CHECK(ops[1].name == "a");  // 100 − 30 − 10
+  CHECK(ops[1].self_s == Approx(60e-9));
+  CHECK(ops[2].name == "c");
+  CHECK(ops[2].self_s == Approx(10e-9));
+
+  // The whole path: a traced bench writes a Chrome trace and names the matrix products.
+  const fs::path dir = fs::temp_directory_path() / ("ablate-bench-trace-" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  auto loaded = config::load_text(kBenchTiny, "bench.yaml", {});
+  auto setup = config::to_trainer_setup(loaded, (dir / "run").string());
+  trainers::BenchOptions o;
+  o.warmup = 1;
+  o.steps = 1;
+  o.trace_path = (dir / "trace.json").string();
+  auto r = trainers::bench(setup, o);
+  CHECK(fs::file_size(o.trace_path) > 0);
+  CHECK(nlohmann::json::parse(std::ifstream(o.trace_path)).contains("traceEvents"));
+  bool has_mm = false;
+  for (const auto& op : r.top_ops) has_mm = has_mm || op.name == "aten::mm";
+  CHECK(has_mm);
+  CHECK(trainers::format_report(r).find("top operators") != std::string::npos);
+  fs::remove_all(dir);
+}
