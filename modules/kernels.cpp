@@ -1,7 +1,8 @@
 // Fused CPU kernels (modules/kernels.h). Each is an autograd Function whose forward and backward
 // are a few hand-written loops over rows, parallelised with at::parallel_for and compiled for
 // AVX-512, AVX2 and baseline x86-64 (the best one is picked at load time: target_clones). The
-// file is compiled with -fopenmp-simd (reductions vectorise) and -ffp-contract=off (no fused
+// file is compiled with -fopenmp (reductions vectorise; at::parallel_for's pragma is live: without
+// it every loop ran on one thread) and -ffp-contract=off (no fused
 // multiply-add contraction: RoPE then rounds exactly as the composite code does).
 #include "modules/kernels.h"
 

@@ -1,6 +1,6 @@
 // `ablate bench CONFIG.yaml [--set k=v ...] [--steps N] [--warmup N] [--peak-tflops X]
-//  [--threads N] [--no-phase-sync] [--dump FILE] [--json]`: times the training step
-// (trainers/bench.h, docs/performance.md). Writes nothing but the optional dump.
+//  [--threads N] [--no-phase-sync] [--dump FILE] [--trace FILE] [--json]`: times the training step
+// (trainers/bench.h, docs/performance.md). Writes nothing but the optional dump and trace.
 #include <iostream>
 
 #include "src/cli/commands.h"
