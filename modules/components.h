@@ -171,6 +171,10 @@ class GateKind {
   // source (B, S, C) as chosen by source() (undefined for none) -> gates (B or 1, S or 1, n_gate);
   // undefined = no gate.
   virtual at::Tensor gate(const at::Tensor& /*source*/) const { return {}; }
+  // Gates that are σ(source · wᵀ) expose w (n_gate, C): when the source is the attention's input,
+  // the model computes source · wᵀ in the same product as q, k, v and passes it to from_logits.
+  virtual at::Tensor projection_weight() const { return {}; }
+  virtual at::Tensor from_logits(const at::Tensor& logits) const { return at::sigmoid(logits); }
 };
 struct GateKindFactory {
   std::function<std::unique_ptr<GateKind>()> create;

@@ -97,10 +97,18 @@ AttentionImpl::AttentionImpl(const ModelOptions& o)
 at::Tensor AttentionImpl::forward(const at::Tensor& x, const LayerContext& ctx, const LayerProbe* probe) {
   const int64_t B = x.size(0), S = x.size(1), H = heads_, G = kv_heads_, E = head_dim_;
   at::Tensor q, k, v;
-  auto packed = kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight});
+  // A conditional gate's projection joins the q/k/v product (one pass over x, one backward).
+  at::Tensor gate_logits;
+  const at::Tensor w_gate =
+      gate_->source() == GateSource::normalized_input ? gate_->projection_weight() : at::Tensor();
+  auto packed = w_gate.defined() ? kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight, w_gate})
+                                 : kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight});
   if (packed.defined()) {
-    auto parts = packed.split_with_sizes({H * E, G * E, G * E}, -1);
+    std::vector<int64_t> sizes{H * E, G * E, G * E};
+    if (w_gate.defined()) sizes.push_back(w_gate.size(0));
+    auto parts = packed.split_with_sizes(sizes, -1);
     q = parts[0], k = parts[1], v = parts[2];
+    if (w_gate.defined()) gate_logits = parts[3];
   } else {
     q = wq_(x), k = wk_(x), v = wv_(x);
   }
@@ -144,7 +152,7 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const LayerContext& ctx, 
     case GateSource::token_embedding: source = ctx.token_embedding; break;
     case GateSource::position_embedding: source = ctx.gate_position; break;
   }
-  auto g = gate_->gate(source);  // (B or 1, S or 1, H · per_head)
+  auto g = gate_logits.defined() ? gate_->from_logits(gate_logits) : gate_->gate(source);  // (B or 1, S or 1, H · per_head)
   if (g.defined()) out = out * g.view({g.size(0), g.size(1), H, gate_per_head_});
   return wo_(out.reshape({B, S, H * E}));
 }

@@ -295,6 +295,7 @@ class ProjectedGate : public GateKind {
   }
   int64_t parameters(int64_t d, int64_t n_gate) const override { return d * n_gate; }
   at::Tensor gate(const at::Tensor& source) const override { return at::sigmoid(at::linear(source, w_gate_->weight)); }
+  at::Tensor projection_weight() const override { return w_gate_->weight; }
 
  private:
   GateSource source_;
