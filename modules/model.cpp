@@ -99,16 +99,16 @@ at::Tensor AttentionImpl::forward(const at::Tensor& x, const LayerContext& ctx, 
   at::Tensor q, k, v;
   // A conditional gate's projection joins the q/k/v product (one pass over x, one backward).
   at::Tensor gate_logits;
-  const at::Tensor w_gate =
-      gate_->source() == GateSource::normalized_input ? gate_->projection_weight() : at::Tensor();
-  auto packed = w_gate.defined() ? kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight, w_gate})
-                                 : kernels::packed_linear(x, {wq_->weight, wk_->weight, wv_->weight});
+  std::vector<at::Tensor> weights{wq_->weight, wk_->weight, wv_->weight};
+  if (gate_->source() == GateSource::normalized_input && gate_->projection_weight().defined())
+    weights.push_back(gate_->projection_weight());
+  auto packed = kernels::packed_linear(x, weights);
   if (packed.defined()) {
-    std::vector<int64_t> sizes{H * E, G * E, G * E};
-    if (w_gate.defined()) sizes.push_back(w_gate.size(0));
+    std::vector<int64_t> sizes;
+    for (const auto& w : weights) sizes.push_back(w.size(0));
     auto parts = packed.split_with_sizes(sizes, -1);
     q = parts[0], k = parts[1], v = parts[2];
-    if (w_gate.defined()) gate_logits = parts[3];
+    if (parts.size() == 4) gate_logits = parts[3];
   } else {
     q = wq_(x), k = wk_(x), v = wv_(x);
   }

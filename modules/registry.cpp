@@ -294,7 +294,7 @@ class ProjectedGate : public GateKind {
     w_gate_ = attn.register_module("w_gate", make_linear(d, n_gate, std));
   }
   int64_t parameters(int64_t d, int64_t n_gate) const override { return d * n_gate; }
-  at::Tensor gate(const at::Tensor& source) const override { return at::sigmoid(at::linear(source, w_gate_->weight)); }
+  at::Tensor gate(const at::Tensor& source) const override { return from_logits(at::linear(source, w_gate_->weight)); }
   at::Tensor projection_weight() const override { return w_gate_->weight; }
 
  private:

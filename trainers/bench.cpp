@@ -223,8 +223,9 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
       data_s = forward_s = backward_s = optimizer_s = 0;
       if (!opt.trace_path.empty()) {
         const prof_impl::ProfilerConfig config(prof_impl::ProfilerState::KINETO);
-        prof::prepareProfiler(config, trace_activities(cuda));
-        prof::enableProfiler(config, trace_activities(cuda));
+        const auto activities = trace_activities(cuda);
+        prof::prepareProfiler(config, activities);
+        prof::enableProfiler(config, activities);
       }
       timed_start = Clock::now();
     }
