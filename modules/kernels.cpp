@@ -258,6 +258,140 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
   }
 };
 
+// --- Causal softmax attention ------------------------------------------------------------------
+//
+// softmax(q·kᵀ·scale, causal) · v for one (batch, head) at a time, with MKL's sgemm on row tiles of
+// the queries: tile t (rows r0..r0+m) only meets keys 0..r0+m, so the products skip the masked
+// upper triangle block by block (S 256, tiles of 64: 10/16 of the full products). The
+// probabilities P are kept (B·H·S·S floats) so backward is four products per tile and no
+// recomputation; LibTorch's CPU flash attention recomputes them (seven products in all, not six)
+// on tiles of 32 queries. Used at S <= kAttnMaxSeq and while P stays under kAttnMaxSaved.
+
+// MKL's Fortran sgemm, exported by the PyTorch wheel's libtorch_cpu. Weak: a LibTorch without it
+// still links, and causal_attention then returns undefined (the caller's SDPA runs instead).
+extern "C" void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k, const float* alpha,
+                       const float* a, const int* lda, const float* b, const int* ldb, const float* beta, float* c,
+                       const int* ldc) __attribute__((weak));
+
+constexpr int64_t kAttnTile = 64;
+constexpr int64_t kAttnMaxSeq = 1024;
+constexpr int64_t kAttnMaxSaved = int64_t{256} << 20;  // bytes of P per call
+
+// Row-major C (m×n, ldc) = alpha · op(A) · op(B) + beta · C, op(A) m×k, op(B) k×n; as the
+// column-major product Cᵀ = op(B)ᵀ · op(A)ᵀ.
+void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  const int mi = int(m), ni = int(n), ki = int(k), la = int(lda), lb = int(ldb), lc = int(ldc);
+  const char tA = ta ? 'T' : 'N', tB = tb ? 'T' : 'N';
+  sgemm_(&tB, &tA, &ni, &mi, &ki, &alpha, b, &lb, a, &la, &beta, c, &lc);
+}
+
+// Row i of a tile holds the scaled logits of query r (keys 0..n-1); keys after r are masked.
+ABLATE_MULTIVERSION void softmax_causal_row(float* z, int64_t r, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+#pragma omp simd reduction(max : mx)
+  for (int64_t j = 0; j <= r; ++j) mx = std::max(mx, z[j]);
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t j = 0; j <= r; ++j) {
+    z[j] = exp_approx(z[j] - mx);
+    sum += z[j];
+  }
+  const float inv = 1.f / sum;
+#pragma omp simd
+  for (int64_t j = 0; j <= r; ++j) z[j] *= inv;
+  for (int64_t j = r + 1; j < n; ++j) z[j] = 0.f;
+}
+
+// dS = P ⊙ (dP − D_r) in place of dP (P is 0 on the masked keys, so dS is too).
+ABLATE_MULTIVERSION void softmax_backward_row(const float* p, float* dp, float d, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - d);
+}
+
+ABLATE_MULTIVERSION float dot_row(const float* a, const float* b, int64_t E) {
+  float s = 0.f;
+#pragma omp simd reduction(+ : s)
+  for (int64_t e = 0; e < E; ++e) s += a[e] * b[e];
+  return s;
+}
+
+// Pointer to row 0 of (batch b, head h) of a (B, H, S, E) tensor with stride(3) == 1.
+inline float* head_rows(const at::Tensor& t, int64_t b, int64_t h) {
+  return t.data_ptr<float>() + b * t.stride(0) + h * t.stride(1);
+}
+
+struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
+  // q, k, v (B, H, S, E) with stride(3) == 1 and stride(2) >= E. Returns (B, H, S, E) as a
+  // transposed view of a contiguous (B, S, H, E) tensor (the layout the output projection reads).
+  static Variable forward(AutogradContext* ctx, const Variable& q, const Variable& k, const Variable& v,
+                          double scale) {
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
+    auto out = at::empty({B, S, H, E}, q.options()).transpose(1, 2);
+    auto p = at::empty({B, H, S, S}, q.options());
+    const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2);
+    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / H, h = i % H;
+        const float *qp = head_rows(q, b, h), *kp = head_rows(k, b, h), *vp = head_rows(v, b, h);
+        float* op = head_rows(out, b, h);
+        float* pp = head_rows(p, b, h);
+        for (int64_t r0 = 0; r0 < S; r0 += kAttnTile) {
+          const int64_t m = std::min(kAttnTile, S - r0), n = r0 + m;
+          float* pt = pp + r0 * S;
+          gemm_rm(false, true, m, n, E, float(scale), qp + r0 * qs, qs, kp, ks, 0.f, pt, S);
+          for (int64_t r = 0; r < m; ++r) softmax_causal_row(pt + r * S, r0 + r, n);
+          gemm_rm(false, false, m, E, n, 1.f, pt, S, vp, vs, 0.f, op + r0 * os, os);
+        }
+      }
+    });
+    ctx->save_for_backward({q, k, v, out, p});
+    ctx->saved_data["scale"] = scale;
+    return out;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &p = saved[4];
+    const float scale = float(ctx->saved_data["scale"].toDouble());
+    auto g = grads[0];
+    if (g.stride(-1) != 1) g = g.contiguous();
+    const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
+    auto layout = [&] { return at::empty({B, S, H, E}, q.options()).transpose(1, 2); };
+    auto dq = layout(), dk = layout(), dv = layout();
+    const int64_t threads = at::get_num_threads();
+    auto scratch = at::empty({threads, kAttnTile * S + S}, q.options());
+    const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2), gs = g.stride(2),
+                  ds = dq.stride(2);
+    at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
+      float* dp = scratch.data_ptr<float>() + at::get_thread_num() * (kAttnTile * S + S);
+      float* drow = dp + kAttnTile * S;
+      for (int64_t i = begin; i < end; ++i) {
+        const int64_t b = i / H, h = i % H;
+        const float *qp = head_rows(q, b, h), *kp = head_rows(k, b, h), *vp = head_rows(v, b, h);
+        const float *op = head_rows(out, b, h), *gp = head_rows(g, b, h), *pp = head_rows(p, b, h);
+        float *dqp = head_rows(dq, b, h), *dkp = head_rows(dk, b, h), *dvp = head_rows(dv, b, h);
+        for (int64_t r = 0; r < S; ++r) drow[r] = dot_row(gp + r * gs, op + r * os, E);
+        // Last tile first: it meets every key, so it writes dK and dV (beta 0); the others add.
+        bool first = true;
+        for (int64_t r0 = ((S - 1) / kAttnTile) * kAttnTile; r0 >= 0; r0 -= kAttnTile) {
+          const int64_t m = std::min(kAttnTile, S - r0), n = r0 + m;
+          const float* pt = pp + r0 * S;
+          const float* gt = gp + r0 * gs;
+          gemm_rm(false, true, m, n, E, 1.f, gt, gs, vp, vs, 0.f, dp, S);
+          for (int64_t r = 0; r < m; ++r) softmax_backward_row(pt + r * S, dp + r * S, drow[r0 + r], n);
+          gemm_rm(false, false, m, E, n, scale, dp, S, kp, ks, 0.f, dqp + r0 * ds, ds);
+          const float beta = first ? 0.f : 1.f;
+          gemm_rm(true, false, n, E, m, scale, dp, S, qp + r0 * qs, qs, beta, dkp, ds);
+          gemm_rm(true, false, n, E, m, 1.f, pt, S, gt, gs, beta, dvp, ds);
+          first = false;
+        }
+      }
+    });
+    return {dq, dk, dv, Variable()};
+  }
+};
+
 // Rows per chunk so that one chunk's logits take about 4 MiB: 256 rows at V = 4096. Smaller
 // chunks re-pack the whole weight for every product (1 MiB: 9 ms more matmul time per step on
 // the small config); larger ones gain nothing (docs/performance.md).
@@ -351,6 +485,17 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
     return RopeFn::apply(x, cos, sin);
   auto x1 = x.narrow(-1, 0, E / 2), x2 = x.narrow(-1, E / 2, E / 2);
   return x * cos + at::cat({-x2, x1}, -1) * sin;
+}
+
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (!fused_cpu_enabled() || autocast_on() || sgemm_ == nullptr) return {};
+  for (const auto* t : {&q, &k, &v})
+    if (!plain_cpu_float(*t) || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(2) < t->size(3)) return {};
+  const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
+  if (q.numel() == 0 || S > kAttnMaxSeq || B * H * S * S * int64_t(sizeof(float)) > kAttnMaxSaved) return {};
+  for (const auto* t : {&q, &k, &v})
+    if (t->stride(2) > std::numeric_limits<int>::max()) return {};
+  return CausalAttentionFn::apply(q, k, v, 1.0 / std::sqrt(double(E)));
 }
 
 std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,

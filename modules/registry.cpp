@@ -211,6 +211,10 @@ class SoftmaxKernel : public AttentionKernel {
  public:
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
     int64_t H = q.size(1);
+    if (k.size(1) == H) {
+      auto out = kernels::causal_attention(q, k, v);  // fused CPU path, else undefined
+      if (out.defined()) return out;
+    }
     return at::scaled_dot_product_attention(q, repeat_kv(k, H), repeat_kv(v, H), /*attn_mask=*/{},
                                             /*dropout_p=*/0.0, /*is_causal=*/true);
   }
@@ -412,7 +416,7 @@ const Registry<AttentionFactory>& attention_registry() {
   static const Registry<AttentionFactory> r = [] {
     Registry<AttentionFactory> r("attention variant");
     r.add("softmax", {[](const AttentionOptions&) { return std::make_unique<SoftmaxKernel>(); },
-                      "scaled_dot_product_attention(is_causal)"});
+                      "fused CPU causal attention (float32, S <= 1024), else scaled_dot_product_attention(is_causal)"});
     r.add("sigmoid", {[](const AttentionOptions& o) { return std::make_unique<SigmoidKernel>(o.sigmoid_bias); },
                       "explicit: matmul, sigmoid, causal zeroing, matmul"});
     r.add("softmax1", {[](const AttentionOptions&) { return std::make_unique<Softmax1Kernel>(); },

@@ -158,6 +158,48 @@ TEST_CASE("fused RoPE equals the rotate-half formula on the attention layout", "
   CHECK(at::equal(y, ref));
 }
 
+TEST_CASE("fused causal attention equals softmax(q k^T / sqrt(E), causal) v, values and gradients",
+          "[modules][kernels]") {
+  at::manual_seed(9);
+  // S across the 64-query tiles: short tiles, exactly one tile, a partial last tile (S 1 has zero
+  // gradients for q and k, which a relative difference cannot compare).
+  for (int64_t S : {2, 7, 64, 130}) {
+    for (int threads : {1, 2}) {
+      KernelScope scope(true, threads);
+      INFO("S " << S << ", threads " << threads);
+      const int64_t B = 2, H = 3, E = 16;
+      auto attend = [](const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+        auto out = k::causal_attention(q, k, v);  // undefined for float64: the reference path
+        return out.defined() ? out : at::scaled_dot_product_attention(q, k, v, {}, 0.0, /*is_causal=*/true);
+      };
+      // q, k, v as the model makes them: (B, S, H, E) storage seen as (B, H, S, E).
+      auto q = at::randn({B, S, H, E}, at::kDouble) * 2, kk = at::randn({B, S, H, E}, at::kDouble) * 2,
+           v = at::randn({B, S, H, E}, at::kDouble);
+      compare(
+          [&](const std::vector<at::Tensor>& t) {
+            return attend(t[0].transpose(1, 2), t[1].transpose(1, 2), t[2].transpose(1, 2));
+          },
+          {q, kk, v}, "CausalAttentionFn", 1e-5);
+      // Contiguous (B, H, S, E) inputs too.
+      compare([&](const std::vector<at::Tensor>& t) { return attend(t[0], t[1], t[2]); },
+              {q.transpose(1, 2).contiguous(), kk.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()},
+              "CausalAttentionFn", 1e-5);
+    }
+  }
+  // The output is the (B, S, H, E) layout the output projection reads, seen as (B, H, S, E).
+  auto q = at::randn({2, 3, 5, 8});
+  auto out = k::causal_attention(q, q, q);
+  REQUIRE(out.defined());
+  CHECK(out.transpose(1, 2).is_contiguous());
+  SECTION("it does not apply: grouped kv heads, a too long sequence, the fused path off") {
+    CHECK_FALSE(k::causal_attention(q, q.narrow(1, 0, 1), q.narrow(1, 0, 1)).defined());
+    auto longq = at::zeros({1, 1, 1025, 4});
+    CHECK_FALSE(k::causal_attention(longq, longq, longq).defined());
+    KernelScope off(false);
+    CHECK_FALSE(k::causal_attention(q, q, q).defined());
+  }
+}
+
 TEST_CASE("fused linear cross entropy equals CE on the logits, over several chunks", "[modules][kernels]") {
   at::manual_seed(6);
   const int64_t B = 2, T = 23, C = 8, V = 32768;  // 16 rows per chunk: 3 chunks
