@@ -7,7 +7,9 @@
 #include <catch2/catch.hpp>
 #include <torch/csrc/autograd/function.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <functional>
 #include <limits>
 #include <string>
@@ -276,5 +278,33 @@ TEST_CASE("a model's loss and gradients agree with the fused kernels on and off"
   for (size_t i = 0; i < runs[0].second.size(); ++i) {
     INFO("parameter " << i);
     CHECK(rel_diff(runs[1].second[i], runs[0].second[i]) < 1e-4);
+  }
+}
+
+// Not a test: prints the time per layer of the fused causal attention and of SDPA at the small
+// bench config's shape (B 8, H 4, S 256, E 64), forward and backward, 2 threads; hidden from the
+// default run. build/tests/test_modules "[.perf]" (docs/performance.md).
+TEST_CASE("attention timing: fused causal attention against SDPA at the small config's shape", "[.perf]") {
+  KernelScope scope(true, 2);
+  const int64_t B = 8, H = 4, S = 256, E = 64;
+  at::manual_seed(10);
+  auto q0 = at::randn({B, S, H, E}), k0 = at::randn({B, S, H, E}), v0 = at::randn({B, S, H, E});
+  for (bool fused : {true, false}) {
+    double forward_ms = 0, backward_ms = 0;
+    const int warmup = 3, timed = 20;
+    for (int it = 0; it < warmup + timed; ++it) {
+      auto leaf = [](const at::Tensor& t) { return t.clone().transpose(1, 2).requires_grad_(true); };
+      auto q = leaf(q0), kk = leaf(k0), v = leaf(v0);
+      auto t0 = std::chrono::steady_clock::now();
+      auto out = fused ? k::causal_attention(q, kk, v) : at::scaled_dot_product_attention(q, kk, v, {}, 0.0, true);
+      auto t1 = std::chrono::steady_clock::now();
+      out.backward(at::ones_like(out));
+      auto t2 = std::chrono::steady_clock::now();
+      if (it < warmup) continue;
+      forward_ms += std::chrono::duration<double, std::milli>(t1 - t0).count() / timed;
+      backward_ms += std::chrono::duration<double, std::milli>(t2 - t1).count() / timed;
+    }
+    std::printf("%-22s forward %.2f ms, backward %.2f ms per layer\n", fused ? "fused causal attention" : "SDPA (flash, CPU)",
+                forward_ms, backward_ms);
   }
 }
