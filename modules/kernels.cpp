@@ -263,9 +263,11 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
 // softmax(q·kᵀ·scale, causal) · v for one (batch, head) at a time, with MKL's sgemm on row tiles of
 // the queries: tile t (rows r0..r0+m) only meets keys 0..r0+m, so the products skip the masked
 // upper triangle block by block (S 256, tiles of 64: 10/16 of the full products). The
-// probabilities P are kept (B·H·S·S floats) so backward is four products per tile and no
-// recomputation; LibTorch's CPU flash attention recomputes them (seven products in all, not six)
-// on tiles of 32 queries. Used at S <= kAttnMaxSeq and while P stays under kAttnMaxSaved.
+// probabilities P are kept until backward (B·H·S² floats: 8 MiB a layer at the small bench
+// config, a third more activation memory), so backward is four products per tile and no
+// recomputation; LibTorch's CPU flash attention keeps only the row log-sum-exp and recomputes P
+// (seven products in all instead of six). Used at S <= kAttnMaxSeq while P fits kAttnMaxSaved;
+// longer sequences take SDPA, whose memory does not grow with S².
 
 // MKL's Fortran sgemm, exported by the PyTorch wheel's libtorch_cpu. Weak: a LibTorch without it
 // still links, and causal_attention then returns undefined (the caller's SDPA runs instead).
@@ -274,8 +276,8 @@ extern "C" void sgemm_(const char* ta, const char* tb, const int* m, const int* 
                        const int* ldc) __attribute__((weak));
 
 constexpr int64_t kAttnTile = 64;
-constexpr int64_t kAttnMaxSeq = 1024;
-constexpr int64_t kAttnMaxSaved = int64_t{256} << 20;  // bytes of P per call
+constexpr int64_t kAttnMaxSeq = 512;
+constexpr int64_t kAttnMaxSaved = int64_t{64} << 20;  // bytes of P per call (layer)
 
 // Row-major C (m×n, ldc) = alpha · op(A) · op(B) + beta · C, op(A) m×k, op(B) k×n; as the
 // column-major product Cᵀ = op(B)ᵀ · op(A)ᵀ.

@@ -39,7 +39,7 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 // softmax(q·kᵀ/√E, causal) · v for q, k, v (B, H, S, E) of equal shapes (no grouped kv heads), each
 // with a contiguous last dimension; the result is (B, H, S, E), a transposed view of a contiguous
 // (B, S, H, E). Undefined when the fused CPU path does not apply (then use SDPA): not float32 CPU,
-// autocast, S > 1024, or the kept probabilities (B·H·S² floats) over 256 MiB.
+// autocast, S > 512, or the kept probabilities (B·H·S² floats, until backward) over 64 MiB.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
 
 // The masked language-model loss on a linear head: returns (Σ_t mask_t · CE(h_t · Wᵀ, y_t), Σ_t mask_t)

@@ -416,7 +416,7 @@ const Registry<AttentionFactory>& attention_registry() {
   static const Registry<AttentionFactory> r = [] {
     Registry<AttentionFactory> r("attention variant");
     r.add("softmax", {[](const AttentionOptions&) { return std::make_unique<SoftmaxKernel>(); },
-                      "fused CPU causal attention (float32, S <= 1024), else scaled_dot_product_attention(is_causal)"});
+                      "fused CPU causal attention (float32, S <= 512), else scaled_dot_product_attention(is_causal)"});
     r.add("sigmoid", {[](const AttentionOptions& o) { return std::make_unique<SigmoidKernel>(o.sigmoid_bias); },
                       "explicit: matmul, sigmoid, causal zeroing, matmul"});
     r.add("softmax1", {[](const AttentionOptions&) { return std::make_unique<Softmax1Kernel>(); },
