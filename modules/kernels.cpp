@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define ABLATE_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -288,12 +289,15 @@ void gemm_rm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, con
   sgemm_(&tB, &tA, &ni, &mi, &ki, &alpha, b, &lb, a, &la, &beta, c, &lc);
 }
 
-// Row i of a tile holds the scaled logits of query r (keys 0..n-1); keys after r are masked.
-ABLATE_MULTIVERSION void softmax_causal_row(float* z, int64_t r, int64_t n) {
-  float mx = -std::numeric_limits<float>::infinity();
+// One query row r of a tile: the scaled logits of keys 0..n-1 (keys after r are masked) become
+// probabilities. Softmax: over keys 0..r and, with `lead`, the extra leading key's logit *lead,
+// whose probability is returned (0 without one). Sigmoid: σ(z + bias) on keys 0..r.
+ABLATE_MULTIVERSION float softmax_causal_row(float* z, int64_t r, int64_t n, const float* lead) {
+  float mx = lead ? *lead : -std::numeric_limits<float>::infinity();
 #pragma omp simd reduction(max : mx)
   for (int64_t j = 0; j <= r; ++j) mx = z[j] > mx ? z[j] : mx;  // vectorises; std::max did not
-  float sum = 0.f;
+  const float e0 = lead ? exp_approx(*lead - mx) : 0.f;
+  float sum = e0;
 #pragma omp simd reduction(+ : sum)
   for (int64_t j = 0; j <= r; ++j) {
     z[j] = exp_approx(z[j] - mx);
@@ -303,12 +307,25 @@ ABLATE_MULTIVERSION void softmax_causal_row(float* z, int64_t r, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j <= r; ++j) z[j] *= inv;
   if (r + 1 < n) std::memset(z + r + 1, 0, sizeof(float) * size_t(n - r - 1));
+  return e0 * inv;
 }
 
-// dS = P ⊙ (dP − D_r) in place of dP (P is 0 on the masked keys, so dS is too).
+ABLATE_MULTIVERSION void sigmoid_causal_row(float* z, int64_t r, int64_t n, float bias) {
+#pragma omp simd
+  for (int64_t j = 0; j <= r; ++j) z[j] = sigmoid_approx(z[j] + bias);
+  if (r + 1 < n) std::memset(z + r + 1, 0, sizeof(float) * size_t(n - r - 1));
+}
+
+// The gradient of the logits in place of dP. Softmax: dS = P ⊙ (dP − D_r) (P is 0 on the masked
+// keys, so dS is too). Sigmoid: dS = dP ⊙ P(1 − P).
 ABLATE_MULTIVERSION void softmax_backward_row(const float* p, float* dp, float d, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) dp[j] = p[j] * (dp[j] - d);
+}
+
+ABLATE_MULTIVERSION void sigmoid_backward_row(const float* p, float* dp, int64_t n) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) dp[j] = dp[j] * p[j] * (1.f - p[j]);
 }
 
 ABLATE_MULTIVERSION float dot_row(const float* a, const float* b, int64_t E) {
@@ -318,49 +335,82 @@ ABLATE_MULTIVERSION float dot_row(const float* a, const float* b, int64_t E) {
   return s;
 }
 
+// y += a · x over E elements.
+ABLATE_MULTIVERSION void axpy_row(float a, const float* x, float* y, int64_t E) {
+#pragma omp simd
+  for (int64_t e = 0; e < E; ++e) y[e] += a * x[e];
+}
+
 // Pointer to row 0 of (batch b, head h) of a (B, H, S, E) tensor with stride(3) == 1.
 inline float* head_rows(const at::Tensor& t, int64_t b, int64_t h) {
   return t.data_ptr<float>() + b * t.stride(0) + h * t.stride(1);
 }
 
 struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
-  // q, k, v (B, H, S, E) with stride(3) == 1 and stride(2) >= E. Returns (B, H, S, E) as a
+  // q, k, v (B, H, S, E) with stride(3) == 1 and stride(2) >= E; lead_k, lead_v (B, H, 1, E)
+  // (any strides but the last, expanded views included) or both empty (autograd takes no
+  // undefined inputs); sigmoid: the rows are
+  // σ(logit + bias) instead of a softmax (no leading key then). Returns (B, H, S, E) as a
   // transposed view of a contiguous (B, S, H, E) tensor (the layout the output projection reads).
   static Variable forward(AutogradContext* ctx, const Variable& q, const Variable& k, const Variable& v,
-                          double scale) {
+                          const Variable& lead_k, const Variable& lead_v, double scale, bool sigmoid, double bias) {
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
+    const bool lead = lead_k.numel() > 0;
     auto out = at::empty({B, S, H, E}, q.options()).transpose(1, 2);
     auto p = at::empty({B, H, S, S}, q.options());
+    auto p0 = at::empty({lead ? B * H * S : 0}, q.options());
     const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2);
     at::parallel_for(0, B * H, 1, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / H, h = i % H;
         const float *qp = head_rows(q, b, h), *kp = head_rows(k, b, h), *vp = head_rows(v, b, h);
+        const float* k0 = lead ? head_rows(lead_k, b, h) : nullptr;
+        const float* v0 = lead ? head_rows(lead_v, b, h) : nullptr;
+        float* p0p = lead ? p0.data_ptr<float>() + i * S : nullptr;
         float* op = head_rows(out, b, h);
         float* pp = head_rows(p, b, h);
         for (int64_t r0 = 0; r0 < S; r0 += kAttnTile) {
           const int64_t m = std::min(kAttnTile, S - r0), n = r0 + m;
           float* pt = pp + r0 * S;
           gemm_rm(false, true, m, n, E, float(scale), qp + r0 * qs, qs, kp, ks, 0.f, pt, S);
-          for (int64_t r = 0; r < m; ++r) softmax_causal_row(pt + r * S, r0 + r, n);
+          for (int64_t r = 0; r < m; ++r) {
+            if (sigmoid) {
+              sigmoid_causal_row(pt + r * S, r0 + r, n, float(bias));
+            } else if (lead) {
+              const float l0 = float(scale) * dot_row(qp + (r0 + r) * qs, k0, E);
+              p0p[r0 + r] = softmax_causal_row(pt + r * S, r0 + r, n, &l0);
+            } else {
+              softmax_causal_row(pt + r * S, r0 + r, n, nullptr);
+            }
+          }
           gemm_rm(false, false, m, E, n, 1.f, pt, S, vp, vs, 0.f, op + r0 * os, os);
+          if (lead)
+            for (int64_t r = r0; r < n; ++r) axpy_row(p0p[r], v0, op + r * os, E);
         }
       }
     });
-    ctx->save_for_backward({q, k, v, out, p});
+    ctx->save_for_backward({q, k, v, out, p, p0, lead_k, lead_v});
     ctx->saved_data["scale"] = scale;
+    ctx->saved_data["sigmoid"] = sigmoid;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     auto saved = ctx->get_saved_variables();
-    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &p = saved[4];
+    const auto &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &p = saved[4], &p0 = saved[5],
+               &lead_k = saved[6], &lead_v = saved[7];
     const float scale = float(ctx->saved_data["scale"].toDouble());
+    const bool sigmoid = ctx->saved_data["sigmoid"].toBool(), lead = lead_k.numel() > 0;
     auto g = grads[0];
     if (g.stride(-1) != 1) g = g.contiguous();
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
     auto layout = [&] { return at::empty({B, S, H, E}, q.options()).transpose(1, 2); };
     auto dq = layout(), dk = layout(), dv = layout();
+    at::Tensor dk0, dv0;
+    if (lead) {
+      dk0 = at::zeros({B, H, 1, E}, q.options());
+      dv0 = at::zeros({B, H, 1, E}, q.options());
+    }
     const int64_t threads = at::get_num_threads();
     auto scratch = at::empty({threads, kAttnTile * S + S}, q.options());
     const int64_t qs = q.stride(2), ks = k.stride(2), vs = v.stride(2), os = out.stride(2), gs = g.stride(2),
@@ -373,7 +423,13 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
         const float *qp = head_rows(q, b, h), *kp = head_rows(k, b, h), *vp = head_rows(v, b, h);
         const float *op = head_rows(out, b, h), *gp = head_rows(g, b, h), *pp = head_rows(p, b, h);
         float *dqp = head_rows(dq, b, h), *dkp = head_rows(dk, b, h), *dvp = head_rows(dv, b, h);
-        for (int64_t r = 0; r < S; ++r) drow[r] = dot_row(gp + r * gs, op + r * os, E);
+        const float* k0 = lead ? head_rows(lead_k, b, h) : nullptr;
+        const float* v0 = lead ? head_rows(lead_v, b, h) : nullptr;
+        const float* p0p = lead ? p0.data_ptr<float>() + i * S : nullptr;
+        float* dk0p = lead ? head_rows(dk0, b, h) : nullptr;
+        float* dv0p = lead ? head_rows(dv0, b, h) : nullptr;
+        if (!sigmoid)
+          for (int64_t r = 0; r < S; ++r) drow[r] = dot_row(gp + r * gs, op + r * os, E);
         // Last tile first: it meets every key, so it writes dK and dV (beta 0); the others add.
         bool first = true;
         for (int64_t r0 = ((S - 1) / kAttnTile) * kAttnTile; r0 >= 0; r0 -= kAttnTile) {
@@ -381,8 +437,19 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
           const float* pt = pp + r0 * S;
           const float* gt = gp + r0 * gs;
           gemm_rm(false, true, m, n, E, 1.f, gt, gs, vp, vs, 0.f, dp, S);
-          for (int64_t r = 0; r < m; ++r) softmax_backward_row(pt + r * S, dp + r * S, drow[r0 + r], n);
+          for (int64_t r = 0; r < m; ++r) {
+            if (sigmoid) sigmoid_backward_row(pt + r * S, dp + r * S, n);
+            else softmax_backward_row(pt + r * S, dp + r * S, drow[r0 + r], n);
+          }
           gemm_rm(false, false, m, E, n, scale, dp, S, kp, ks, 0.f, dqp + r0 * ds, ds);
+          if (lead)
+            for (int64_t r = r0; r < n; ++r) {
+              // The leading key: dS0 = p0 · (dO·v0 − D_r); it adds to dq and collects dk0, dv0.
+              const float ds0 = p0p[r] * (dot_row(gp + r * gs, v0, E) - drow[r]);
+              axpy_row(scale * ds0, k0, dqp + r * ds, E);
+              axpy_row(scale * ds0, qp + r * qs, dk0p, E);
+              axpy_row(p0p[r], gp + r * gs, dv0p, E);
+            }
           const float beta = first ? 0.f : 1.f;
           gemm_rm(true, false, n, E, m, scale, dp, S, qp + r0 * qs, qs, beta, dkp, ds);
           gemm_rm(true, false, n, E, m, 1.f, pt, S, gt, gs, beta, dvp, ds);
@@ -390,7 +457,7 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
         }
       }
     });
-    return {dq, dk, dv, Variable()};
+    return {dq, dk, dv, dk0, dv0, Variable(), Variable(), Variable()};
   }
 };
 
@@ -489,15 +556,35 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
   return x * cos + at::cat({-x2, x1}, -1) * sin;
 }
 
-at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!fused_cpu_enabled() || autocast_on() || sgemm_ == nullptr) return {};
+namespace {
+// Whether the fused attention applies to these tensors (see kernels.h).
+bool attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  if (!fused_cpu_enabled() || autocast_on() || sgemm_ == nullptr) return false;
   for (const auto* t : {&q, &k, &v})
-    if (!plain_cpu_float(*t) || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(2) < t->size(3)) return {};
-  const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
-  if (q.numel() == 0 || S > kAttnMaxSeq || B * H * S * S * int64_t(sizeof(float)) > kAttnMaxSaved) return {};
-  for (const auto* t : {&q, &k, &v})
-    if (t->stride(2) > std::numeric_limits<int>::max()) return {};
-  return CausalAttentionFn::apply(q, k, v, 1.0 / std::sqrt(double(E)));
+    if (!plain_cpu_float(*t) || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(2) < t->size(3) ||
+        t->stride(2) > std::numeric_limits<int>::max())
+      return false;
+  const int64_t B = q.size(0), H = q.size(1), S = q.size(2);
+  return q.numel() > 0 && S <= kAttnMaxSeq && B * H * S * S * int64_t(sizeof(float)) <= kAttnMaxSaved;
+}
+}  // namespace
+
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& lead_k,
+                            const at::Tensor& lead_v) {
+  if (!attention_applies(q, k, v)) return {};
+  const double scale = 1.0 / std::sqrt(double(q.size(3)));
+  const auto none = at::empty({0}, q.options());
+  if (!lead_k.defined()) return CausalAttentionFn::apply(q, k, v, none, none, scale, false, 0.0);
+  const std::vector<int64_t> lead_shape{q.size(0), q.size(1), 1, q.size(3)};
+  for (const auto* t : {&lead_k, &lead_v})
+    if (!t->defined() || !plain_cpu_float(*t) || t->sizes().vec() != lead_shape) return {};
+  return CausalAttentionFn::apply(q, k, v, lead_k, lead_v, scale, false, 0.0);
+}
+
+at::Tensor causal_sigmoid_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double bias) {
+  if (!attention_applies(q, k, v)) return {};
+  const auto none = at::empty({0}, q.options());
+  return CausalAttentionFn::apply(q, k, v, none, none, 1.0 / std::sqrt(double(q.size(3))), true, bias);
 }
 
 std::pair<at::Tensor, at::Tensor> masked_ce(const at::Tensor& logits, const at::Tensor& targets,

@@ -38,9 +38,17 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 
 // softmax(q·kᵀ/√E, causal) · v for q, k, v (B, H, S, E) of equal shapes (no grouped kv heads), each
 // with a contiguous last dimension; the result is (B, H, S, E), a transposed view of a contiguous
-// (B, S, H, E). Undefined when the fused CPU path does not apply (then use SDPA): not float32 CPU,
-// autocast, S > 512, or the kept probabilities (B·H·S² floats, until backward) over 64 MiB.
-at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v);
+// (B, S, H, E). With lead_k and lead_v (B, H, 1, E) (expanded views allowed), every query also
+// sees one extra key lead_k with value lead_v ahead of position 0 (softmax1: zeros; k_bias /
+// kv_bias: the learned vectors). Undefined when the fused CPU path does not apply (then use
+// SDPA): not float32 CPU, autocast, S > 512, or the kept probabilities (B·H·S² floats, until
+// backward) over 64 MiB.
+at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                            const at::Tensor& lead_k = {}, const at::Tensor& lead_v = {});
+
+// σ(q·kᵀ/√E + bias) on the causal positions (no row normalisation) · v; same layouts and
+// conditions as causal_attention.
+at::Tensor causal_sigmoid_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double bias);
 
 // The masked language-model loss on a linear head: returns (Σ_t mask_t · CE(h_t · Wᵀ, y_t), Σ_t mask_t)
 // for h (B, T, C), W (V, C), targets (B, T) int64, mask (B, T) float. The fused path never

@@ -227,6 +227,13 @@ class SigmoidKernel : public AttentionKernel {
   at::Tensor probabilities(const at::Tensor& logits, const at::Tensor& visible) const override {
     return at::sigmoid(logits + bias_).masked_fill(visible.logical_not(), 0.0);
   }
+  at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
+    if (k.size(1) == q.size(1)) {
+      auto out = kernels::causal_sigmoid_attention(q, k, v, bias_);  // fused CPU path, else undefined
+      if (out.defined()) return out;
+    }
+    return AttentionKernel::fast(q, k, v);
+  }
 
  private:
   double bias_;
@@ -241,6 +248,11 @@ class Softmax1Kernel : public SoftmaxKernel {
     return {at::cat({k, z}, 2), at::cat({v, at::zeros_like(v.narrow(2, 0, 1))}, 2), 0};
   }
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
+    if (k.size(1) == q.size(1)) {
+      auto z = at::zeros({1, 1, 1, q.size(3)}, q.options()).expand({q.size(0), q.size(1), 1, q.size(3)});
+      auto out = kernels::causal_attention(q, k, v, z, z);  // fused CPU path, else undefined
+      if (out.defined()) return out;
+    }
     return sdpa_with_leading_key(q, k, v, at::zeros_like(k.narrow(2, 0, 1)), at::zeros_like(v.narrow(2, 0, 1)));
   }
 };
@@ -266,6 +278,10 @@ class KeyBiasKernel : public SoftmaxKernel {
   }
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
     auto [k0, v0] = leading(k, v);
+    if (k.size(1) == q.size(1)) {
+      auto out = kernels::causal_attention(q, k, v, k0, v0);  // fused CPU path, else undefined
+      if (out.defined()) return out;
+    }
     return sdpa_with_leading_key(q, k, v, k0, v0);
   }
 
@@ -418,15 +434,15 @@ const Registry<AttentionFactory>& attention_registry() {
     r.add("softmax", {[](const AttentionOptions&) { return std::make_unique<SoftmaxKernel>(); },
                       "fused CPU causal attention (float32, S <= 512), else scaled_dot_product_attention(is_causal)"});
     r.add("sigmoid", {[](const AttentionOptions& o) { return std::make_unique<SigmoidKernel>(o.sigmoid_bias); },
-                      "explicit: matmul, sigmoid, causal zeroing, matmul"});
+                      "fused CPU causal sigmoid attention (float32, S <= 512), else explicit: matmul, sigmoid, causal zeroing, matmul"});
     r.add("softmax1", {[](const AttentionOptions&) { return std::make_unique<Softmax1Kernel>(); },
-                       "scaled_dot_product_attention(is_causal) with a leading zero key/value and a dummy query"});
+                       "fused CPU causal attention with a leading zero key/value (float32, S <= 512), else scaled_dot_product_attention(is_causal) with a leading zero key/value and a dummy query"});
     r.add("k_bias", {[](const AttentionOptions&) { return std::make_unique<KeyBiasKernel>(false); },
-                     "scaled_dot_product_attention(is_causal) with a leading learned key, zero value, dummy query"});
+                     "fused CPU causal attention with a leading learned key, zero value (float32, S <= 512), else scaled_dot_product_attention(is_causal) with them and a dummy query"});
     r.add("kv_bias", {[](const AttentionOptions&) { return std::make_unique<KeyBiasKernel>(true); },
-                      "scaled_dot_product_attention(is_causal) with a leading learned key/value and a dummy query"});
+                      "fused CPU causal attention with a leading learned key/value (float32, S <= 512), else scaled_dot_product_attention(is_causal) with them and a dummy query"});
     r.add("sink_token", {[](const AttentionOptions&) { return std::make_unique<SinkTokenKernel>(); },
-                         "scaled_dot_product_attention(is_causal) over the sequence with its prepended sink token"});
+                         "softmax's fast path over the sequence with its prepended sink token"});
     return r;
   }();
   return r;

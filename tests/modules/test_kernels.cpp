@@ -202,6 +202,56 @@ TEST_CASE("fused causal attention equals softmax(q k^T / sqrt(E), causal) v, val
   }
 }
 
+TEST_CASE("fused causal attention with a leading key, and sigmoid attention, equal their formulas",
+          "[modules][kernels]") {
+  at::manual_seed(11);
+  const int64_t B = 2, H = 3, E = 8;
+  // Reference in float64: logits q·kᵀ/√E on the causal positions.
+  auto logits = [](const at::Tensor& q, const at::Tensor& kk) {
+    const int64_t S = q.size(2);
+    auto l = at::matmul(q, kk.transpose(-1, -2)) / std::sqrt(double(q.size(3)));
+    auto visible = at::ones({S, S}, at::kBool).tril();
+    return std::make_pair(l, visible);
+  };
+  for (int64_t S : {3, 70}) {
+    for (int threads : {1, 2}) {
+      KernelScope scope(true, threads);
+      INFO("S " << S << ", threads " << threads);
+      auto q = at::randn({B, S, H, E}, at::kDouble) * 2, kk = at::randn({B, S, H, E}, at::kDouble) * 2,
+           v = at::randn({B, S, H, E}, at::kDouble);
+      // A learned key and value per head (1, H, 1, E), expanded over the batch as k_bias/kv_bias do.
+      auto k0 = at::randn({1, H, 1, E}, at::kDouble) * 2, v0 = at::randn({1, H, 1, E}, at::kDouble);
+      compare(
+          [&](const std::vector<at::Tensor>& t) {
+            auto qq = t[0].transpose(1, 2), kt = t[1].transpose(1, 2), vt = t[2].transpose(1, 2);
+            auto lk = t[3].expand({B, H, 1, E}), lv = t[4].expand({B, H, 1, E});
+            auto out = k::causal_attention(qq, kt, vt, lk, lv);
+            if (out.defined()) return out;
+            auto [l, visible] = logits(qq, kt);
+            auto l0 = at::matmul(qq, lk.transpose(-1, -2)) / std::sqrt(double(E));  // (B, H, S, 1)
+            auto w = at::softmax(at::cat({l0, l.masked_fill(visible.logical_not(), -INFINITY)}, -1), -1);
+            return at::matmul(w.narrow(-1, 1, S), vt) + w.narrow(-1, 0, 1) * lv;
+          },
+          {q, kk, v, k0, v0}, "CausalAttentionFn", 1e-5);
+      const double bias = -1.5;
+      compare(
+          [&](const std::vector<at::Tensor>& t) {
+            auto qq = t[0].transpose(1, 2), kt = t[1].transpose(1, 2), vt = t[2].transpose(1, 2);
+            auto out = k::causal_sigmoid_attention(qq, kt, vt, bias);
+            if (out.defined()) return out;
+            auto [l, visible] = logits(qq, kt);
+            return at::matmul(at::sigmoid(l + bias).masked_fill(visible.logical_not(), 0.0), vt);
+          },
+          {q, kk, v}, "CausalAttentionFn", 1e-5);
+    }
+  }
+  SECTION("a leading key of the wrong shape is not fused") {
+    auto q = at::randn({2, 3, 5, 8});
+    CHECK_FALSE(k::causal_attention(q, q, q, at::zeros({2, 3, 2, 8}), at::zeros({2, 3, 2, 8})).defined());
+    CHECK_FALSE(k::causal_attention(q, q, q, at::zeros({2, 3, 1, 8}), at::Tensor()).defined());
+  }
+}
+
 TEST_CASE("fused linear cross entropy equals CE on the logits, over several chunks", "[modules][kernels]") {
   at::manual_seed(6);
   const int64_t B = 2, T = 23, C = 8, V = 32768;  // 16 rows per chunk: 3 chunks
@@ -250,10 +300,14 @@ TEST_CASE("a model's loss and gradients agree with the fused kernels on and off"
   auto o = testing::tiny();
   o.vocab = 97;
   o.max_seq_len = 16;
-  // The conditional gate's projection is packed into the q/k/v product only when fused.
-  const std::string gate = GENERATE("none", "conditional");
+  // The conditional gate's projection is packed into the q/k/v product only when fused; the
+  // sink-free variants take the fused attention with a leading key, or the sigmoid rows.
+  const auto [gate, variant] = GENERATE(table<std::string, std::string>(
+      {{"none", "softmax"}, {"conditional", "softmax"}, {"none", "softmax1"}, {"none", "k_bias"},
+       {"none", "kv_bias"}, {"none", "sigmoid"}}));
   o.attention.gate.kind = gate;
-  INFO("gate " << gate);
+  o.attention.variant = variant;
+  INFO("gate " << gate << ", attention " << variant);
   std::vector<std::pair<double, std::vector<at::Tensor>>> runs;
   for (bool fused : {false, true}) {
     KernelScope scope(fused, 2);
