@@ -126,7 +126,10 @@ PREDICTIONS = [
          tests=[("spike: sandwich+QK-norm vs pre", "down", "spike_magnitude", B("norm-type"),
                  V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
                 ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
-                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))]),
+                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
+         note="the rows pre + QK-norm and sandwich without QK-norm are controls that separate the two changes "
+              "(not predictions of the paper): read each one's spike and sink columns against the pre row to "
+              "see which change moves which quantity."),
     dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
          expected="spike down, sink about equal or up",
          rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")],
@@ -515,6 +518,8 @@ def combine(verdicts):
         v = "not reproduced"
     else:
         v = "inconclusive"
+    if v != "reproduced in direction" and len(ran) > 1:
+        v += " (%d of %d tests reproduced)" % (rep, len(ran))
     return v + (" (partial data)" if partial else "")
 
 
@@ -693,6 +698,28 @@ def render_scan(pts, out):
             lab, p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
             f(p["sink_eps_max"], ".3f"), f(p["val_loss"], ".4f"), "yes" if both else "no"))
     out.append("")
+    out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3):\n")
+    for i, p in enumerate(pts):
+        lab = SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+        cs = [c for c in p["curve"] if c.get("step") is not None]
+        if not cs:
+            continue
+        out.append("- %s: %s" % (lab, "; ".join(
+            "%d → %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
+                             "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
+            for c in sorted(cs, key=lambda c: c["step"]))))
+    out.append("")
+    unfinished = [SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"] for i, p in enumerate(pts)
+                  if p["state"] != "done"]
+    if unfinished:
+        out.append("**The scan is not finished** (%d of %d points done), so the natural tier has no fixed scale "
+                   "and its predictions stay **not run yet**. Points resume from their last checkpoint (every 500 "
+                   "steps) with the same command. Cost on this 2-core CPU: ~23 steps a minute for the centre point "
+                   "on one core beside another job (~3 h per 4,000-step point), about 1.6× that with both cores; "
+                   "`%s/natural/gpu_scan.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
+                   "What the choices may change: the corpus is small (the centre point sees it ~4 times), so late "
+                   "spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
+                   "random crops (point 8) do not.\n" % (sum(1 for p in pts if p["state"] == "done"), len(pts), REL))
 
 
 def emergence(data, results_dir, out_dir):
@@ -854,7 +881,8 @@ def main():
               "not reproduced when |mean d| − 2 s.e. exceeds it." % (LOSS_MARGIN * 100),
               "- a prediction's verdict: all tests reproduced → reproduced in direction; some reproduced and some "
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
-              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some are missing.",
+              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some are missing; "
+              "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.", ""]
 
     for tier, desc, axes, data in tier_data:
