@@ -152,6 +152,9 @@ PREDICTIONS = [
          tests=[(m + ": 2 x %s vs 2 x 32 (fixed heads)" % d, k, metric, B("head-dim"), V("head-dim", heads="2", hd=d))
                 for d, k in (("8", "down"), ("128", "up")) for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
          + [(m + ": 1 x 64 vs 8 x 8 (fixed width 64)", "up", metric, V("head-dim", heads="8", hd="8"), V("head-dim", heads="1", hd="64"))
+            for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
+         + [(m + ": trend over 2 x 8, 16, 32, 64, 128 (fixed heads; slope per seed on log2 head_dim)", "trend_up", metric,
+             None, [(math.log2(int(d)), V("head-dim", heads="2", hd=d)) for d in ("8", "16", "32", "64", "128")])
             for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]),
     dict(id="P8", change="conditional output gate (elementwise / headwise)", paper="sink 4.5 % / 6.4 %, spike 202 / 186",
          expected="sink gone; spike down too",
@@ -503,6 +506,40 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     raise ValueError(kind)
 
 
+def run_trend(kind, metric, series):
+    """A paired trend over several points: series = [(x, points)], x e.g. log2(head_dim). Per seed
+    present in every point, the least-squares slope of the metric (log10 for spike magnitudes)
+    on x; the verdict compares the mean slope with 2 s.e. over seeds."""
+    if any(pts is None for _, pts in series):
+        return "not run yet", "sweep not run (no report)"
+    log = metric in ("spike_magnitude", "fp_spike")
+    per_point = [(x, values(pts, metric)) for x, pts in series]
+    seeds = set.intersection(*(set(v) for _, v in per_point)) if per_point else set()
+    slopes = []
+    for sd in sorted(seeds):
+        xs = [x for x, _ in per_point]
+        ys = [v[sd] for _, v in per_point]
+        if log:
+            if any(y <= 0 for y in ys):
+                continue
+            ys = [math.log10(y) for y in ys]
+        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+        sxx = sum((x - mx) ** 2 for x in xs)
+        slopes.append(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx)
+    m, sdv, n = mean_sd(slopes)
+    if n < 2:
+        return "inconclusive", "%d seed(s) in every point" % n
+    se = sdv / math.sqrt(n)
+    ev = "slope %+.3f%s per doubling (s.e. %.3f, n %d, %d points)" % (
+        m, " log10" if log else "", se, n, len(series))
+    sign = 1 if kind == "trend_up" else -1
+    if m * sign > 2 * se:
+        return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
+    if m * sign < -2 * se:
+        return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
+    return "inconclusive", ev + ": within 2 s.e."
+
+
 def combine(verdicts):
     ran = [v for v in verdicts if v != "not run yet"]
     if not ran:
@@ -632,6 +669,9 @@ def render_tier(tier, desc, axes, data, out):
             vmetric = t[5] if len(t) > 5 else None
             if not axes:
                 results.append((lab, "not run yet", "no sweep for this tier"))
+                continue
+            if kind.startswith("trend"):
+                results.append((lab,) + run_trend(kind, metric, [(x, data.select(sel)) for x, sel in var]))
                 continue
             results.append((lab,) + run_test(kind, metric, data.select(ref), data.select(var), vmetric))
         verdict = combine([r[1] for r in results])
@@ -875,6 +915,9 @@ def main():
               "- sink stays (≈): reproduced when mean d − 2 s.e. > −%g × the baseline mean (the sink is not halved); "
               "not reproduced when mean d + 2 s.e. < −%g × the baseline mean; inconclusive otherwise, and when "
               "the baseline has no sink (mean < 0.05)." % (SINK_STAYS, SINK_STAYS),
+              "- trend (↗, P7): per seed present in every point, the least-squares slope of the metric (log10 for "
+              "spike magnitudes) on log2 head_dim; reproduced when the mean slope has the paper's sign beyond 2 s.e. "
+              "over seeds, not reproduced when the opposite sign is, inconclusive otherwise.",
               "- present: reproduced when mean − 2 s.e. ≥ the threshold (top-1/median %g, max per-layer "
               "Sink^0.3 %g, issue 10 §1(b)); not reproduced when mean + 2 s.e. < the threshold." % (SPIKE_PRESENT, SINK_PRESENT),
               "- P10 (val loss ≈): reproduced when |mean d| + 2 s.e. ≤ %g %% of the baseline's val loss for a variant; "
