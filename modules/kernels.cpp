@@ -401,9 +401,11 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
                &lead_k = saved[6], &lead_v = saved[7];
     const float scale = float(ctx->saved_data["scale"].toDouble());
     const bool sigmoid = ctx->saved_data["sigmoid"].toBool(), lead = lead_k.numel() > 0;
-    auto g = grads[0];
-    if (g.stride(-1) != 1) g = g.contiguous();
     const int64_t B = q.size(0), H = q.size(1), S = q.size(2), E = q.size(3);
+    // sgemm needs rows of at least E floats apart: a gradient broadcast along the sequence (a
+    // downstream sum over positions: row stride 0) is made contiguous first.
+    auto g = grads[0];
+    if (g.stride(-1) != 1 || g.stride(2) < E || g.stride(2) > std::numeric_limits<int>::max()) g = g.contiguous();
     auto layout = [&] { return at::empty({B, S, H, E}, q.options()).transpose(1, 2); };
     auto dq = layout(), dk = layout(), dv = layout();
     at::Tensor dk0, dv0;
@@ -574,7 +576,7 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   if (!attention_applies(q, k, v)) return {};
   const double scale = 1.0 / std::sqrt(double(q.size(3)));
   const auto none = at::empty({0}, q.options());
-  if (!lead_k.defined()) return CausalAttentionFn::apply(q, k, v, none, none, scale, false, 0.0);
+  if (!lead_k.defined() && !lead_v.defined()) return CausalAttentionFn::apply(q, k, v, none, none, scale, false, 0.0);
   const std::vector<int64_t> lead_shape{q.size(0), q.size(1), 1, q.size(3)};
   for (const auto* t : {&lead_k, &lead_v})
     if (!t->defined() || !plain_cpu_float(*t) || t->sizes().vec() != lead_shape) return {};

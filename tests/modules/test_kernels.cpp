@@ -188,6 +188,29 @@ TEST_CASE("fused causal attention equals softmax(q k^T / sqrt(E), causal) v, val
               "CausalAttentionFn", 1e-5);
     }
   }
+  // A gradient broadcast along the sequence (row stride 0: a sum over positions downstream)
+  // reaches backward intact.
+  {
+    KernelScope scope(true, 2);
+    auto q = at::randn({2, 70, 3, 16}, at::kDouble), kk = at::randn({2, 70, 3, 16}, at::kDouble),
+         v = at::randn({2, 70, 3, 16}, at::kDouble);
+    std::vector<at::Tensor> grads32, grads64;
+    auto w = at::randn({2, 3, 16}, at::kDouble);  // gradient of out.sum(2): (B, H, E), stride 0 over S
+    for (auto dtype : {at::kFloat, at::kDouble}) {
+      std::vector<at::Tensor> t{q.to(dtype).requires_grad_(true), kk.to(dtype).requires_grad_(true),
+                                v.to(dtype).requires_grad_(true)};
+      auto qq = t[0].transpose(1, 2), kt = t[1].transpose(1, 2), vt = t[2].transpose(1, 2);
+      auto out = k::causal_attention(qq, kt, vt);
+      CHECK(out.defined() == (dtype == at::kFloat));
+      if (!out.defined()) out = at::scaled_dot_product_attention(qq, kt, vt, {}, 0.0, /*is_causal=*/true);
+      (out.sum(2) * w.to(dtype)).sum().backward();
+      for (auto& x : t) (dtype == at::kFloat ? grads32 : grads64).push_back(x.grad());
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      INFO("input " << i);
+      CHECK(rel_diff(grads32[i], grads64[i]) < 1e-4);
+    }
+  }
   // The output is the (B, S, H, E) layout the output projection reads, seen as (B, H, S, E).
   auto q = at::randn({2, 3, 5, 8});
   auto out = k::causal_attention(q, q, q);
@@ -249,6 +272,7 @@ TEST_CASE("fused causal attention with a leading key, and sigmoid attention, equ
     auto q = at::randn({2, 3, 5, 8});
     CHECK_FALSE(k::causal_attention(q, q, q, at::zeros({2, 3, 2, 8}), at::zeros({2, 3, 2, 8})).defined());
     CHECK_FALSE(k::causal_attention(q, q, q, at::zeros({2, 3, 1, 8}), at::Tensor()).defined());
+    CHECK_FALSE(k::causal_attention(q, q, q, at::Tensor(), at::zeros({2, 3, 1, 8})).defined());
   }
 }
 
