@@ -382,7 +382,11 @@ std::string self_exe() {
   char buf[4096];
   ssize_t n = ::readlink("/proc/self/exe", buf, sizeof(buf) - 1);
   if (n <= 0) throw std::runtime_error("cannot read /proc/self/exe");
-  return std::string(buf, static_cast<size_t>(n));
+  std::string path(buf, static_cast<size_t>(n));
+  const std::string deleted = " (deleted)";
+  if (path.size() > deleted.size() && path.compare(path.size() - deleted.size(), deleted.size(), deleted) == 0)
+    path.resize(path.size() - deleted.size());
+  return path;
 }
 
 // Takes the point's lock without blocking; -1 if another process holds it.
@@ -398,8 +402,9 @@ int try_lock(const std::string& run_dir) {
   return fd;
 }
 
-pid_t start_child(const std::string& binary, const Point& p, int lock_fd, const std::vector<std::string>& env_set,
-                  int attempt) {
+// `binary`: the name the child is given (argv[0], the log header); `exec_path`: what is executed.
+pid_t start_child(const std::string& binary, const std::string& exec_path, const Point& p, int lock_fd,
+                  const std::vector<std::string>& env_set, int attempt) {
   const std::string config = (fs::path(p.run_dir) / "config.yaml").string();
   const std::string log = (fs::path(p.run_dir) / "stdout.log").string();
   // Everything the child needs is prepared before fork (no allocation after it).
@@ -446,7 +451,7 @@ pid_t start_child(const std::string& binary, const Point& p, int lock_fd, const 
     }
     // The child keeps the point's lock (until it exits, even if the sweep is gone).
     ::fcntl(lock_fd, F_SETFD, 0);
-    ::execve(binary.c_str(), argv.data(), envp.data());
+    ::execve(exec_path.c_str(), argv.data(), envp.data());
     ::_exit(127);
   }
   return pid;
@@ -456,7 +461,11 @@ pid_t start_child(const std::string& binary, const Point& p, int lock_fd, const 
 
 RunSummary run_plan(const Plan& plan, const RunOptions& o) {
   RunSummary summary;
+  // Children run the very image this process runs: /proc/self/exe stays valid when the file is
+  // rebuilt or deleted during a long sweep (its readlink path then ends in " (deleted)" and cannot
+  // be executed: every later point failed with status 127), and one sweep stays one build.
   const std::string binary = o.binary.empty() ? self_exe() : o.binary;
+  const std::string exec_path = o.binary.empty() ? std::string("/proc/self/exe") : o.binary;
   const int slots = std::max(1, o.slots);
   std::deque<size_t> queue;
   for (const auto& p : plan.points)
@@ -514,7 +523,7 @@ RunSummary run_plan(const Plan& plan, const RunOptions& o) {
       c.point = idx;
       c.lock_fd = fd;
       c.slot = slot;
-      c.pid = start_child(binary, p, fd, env, attempts[idx]);
+      c.pid = start_child(binary, exec_path, p, fd, env, attempts[idx]);
       slot_busy[static_cast<size_t>(slot)] = true;
       log::info(log::str("sweep: [", idx, "] ", p.id, " started (pid ", c.pid, ", ",
                          checkpoint_step(p.run_dir) >= 0 ? "resuming" : "new", ", attempt ", attempts[idx] + 1, ")"));

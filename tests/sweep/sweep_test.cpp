@@ -209,6 +209,40 @@ grid:
   CHECK(fs::exists(json));
 }
 
+TEST_CASE("sweep run keeps launching points after its binary file is rebuilt or deleted") {
+  Dir d("rebuilt");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: rebuilt
+grid:
+  model.norm.placement: [pre, sandwich]
+)");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  REQUIRE(plan.points.size() == 2);
+  // A private copy of the binary runs the sweep; it is deleted once the first point has started.
+  const fs::path copy = d.path / "ablate-copy";
+  fs::copy_file(ABLATE_BIN_PATH, copy);
+  fs::permissions(copy, fs::perms::owner_all);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    std::string log = (d.path / "sweep.log").string();
+    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+    execl(copy.c_str(), "ablate", "sweep", "run", path.c_str(), "--slots", "1", (char*)nullptr);
+    _exit(127);
+  }
+  const fs::path first = plan.points[0].run_dir;
+  auto start = std::chrono::steady_clock::now();
+  while (!fs::exists(first / "stdout.log") && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  fs::remove(copy);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  INFO(ablate::test::read_text(d.path / "sweep.log"));
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  for (const auto& p : plan.points) CHECK(fs::exists(fs::path(p.run_dir) / "done"));
+}
+
 TEST_CASE("a point failing at train time is retried, reported, and does not stop the others") {
   Dir d("fail");
   auto path = d.write("s.yaml", R"(base: base.yaml
