@@ -265,7 +265,7 @@ struct RopeFn : torch::autograd::Function<RopeFn> {
 // the queries: tile t (rows r0..r0+m) only meets keys 0..r0+m, so the products skip the masked
 // upper triangle block by block (S 256, tiles of 64: 10/16 of the full products). The
 // probabilities P are kept until backward (B·H·S² floats: 8 MiB a layer at the small bench
-// config, a third more activation memory), so backward is four products per tile and no
+// config, +35 MiB of peak memory there, docs/performance.md), so backward is four products per tile and no
 // recomputation; LibTorch's CPU flash attention keeps only the row log-sum-exp and recomputes P
 // (seven products in all instead of six). Used at S <= kAttnMaxSeq while P fits kAttnMaxSaved;
 // longer sequences take SDPA, whose memory does not grow with S².
@@ -432,8 +432,7 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
         float* dv0p = lead ? head_rows(dv0, b, h) : nullptr;
         if (!sigmoid)
           for (int64_t r = 0; r < S; ++r) drow[r] = dot_row(gp + r * gs, op + r * os, E);
-        // Last tile first: it meets every key, so it writes dK and dV (beta 0); the others add.
-        bool first = true;
+        // Last tile first: it meets every key (n == S), so it writes dK and dV (beta 0); the others add.
         for (int64_t r0 = ((S - 1) / kAttnTile) * kAttnTile; r0 >= 0; r0 -= kAttnTile) {
           const int64_t m = std::min(kAttnTile, S - r0), n = r0 + m;
           const float* pt = pp + r0 * S;
@@ -452,10 +451,9 @@ struct CausalAttentionFn : torch::autograd::Function<CausalAttentionFn> {
               axpy_row(scale * ds0, qp + r * qs, dk0p, E);
               axpy_row(p0p[r], gp + r * gs, dv0p, E);
             }
-          const float beta = first ? 0.f : 1.f;
+          const float beta = n == S ? 0.f : 1.f;
           gemm_rm(true, false, n, E, m, scale, dp, S, qp + r0 * qs, qs, beta, dkp, ds);
           gemm_rm(true, false, n, E, m, 1.f, pt, S, gt, gs, beta, dvp, ds);
-          first = false;
         }
       }
     });

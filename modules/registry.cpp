@@ -210,11 +210,9 @@ at::Tensor sdpa_with_leading_key(const at::Tensor& q, const at::Tensor& k, const
 class SoftmaxKernel : public AttentionKernel {
  public:
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
+    // The fused CPU path (undefined when it does not apply: grouped kv heads among others).
+    if (auto out = kernels::causal_attention(q, k, v); out.defined()) return out;
     int64_t H = q.size(1);
-    if (k.size(1) == H) {
-      auto out = kernels::causal_attention(q, k, v);  // fused CPU path, else undefined
-      if (out.defined()) return out;
-    }
     return at::scaled_dot_product_attention(q, repeat_kv(k, H), repeat_kv(v, H), /*attn_mask=*/{},
                                             /*dropout_p=*/0.0, /*is_causal=*/true);
   }
@@ -228,10 +226,7 @@ class SigmoidKernel : public AttentionKernel {
     return at::sigmoid(logits + bias_).masked_fill(visible.logical_not(), 0.0);
   }
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
-    if (k.size(1) == q.size(1)) {
-      auto out = kernels::causal_sigmoid_attention(q, k, v, bias_);  // fused CPU path, else undefined
-      if (out.defined()) return out;
-    }
+    if (auto out = kernels::causal_sigmoid_attention(q, k, v, bias_); out.defined()) return out;
     return AttentionKernel::fast(q, k, v);
   }
 
@@ -248,12 +243,10 @@ class Softmax1Kernel : public SoftmaxKernel {
     return {at::cat({k, z}, 2), at::cat({v, at::zeros_like(v.narrow(2, 0, 1))}, 2), 0};
   }
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
-    if (k.size(1) == q.size(1)) {
-      auto z = at::zeros({1, 1, 1, q.size(3)}, q.options()).expand({q.size(0), q.size(1), 1, q.size(3)});
-      auto out = kernels::causal_attention(q, k, v, z, z);  // fused CPU path, else undefined
-      if (out.defined()) return out;
-    }
-    return sdpa_with_leading_key(q, k, v, at::zeros_like(k.narrow(2, 0, 1)), at::zeros_like(v.narrow(2, 0, 1)));
+    // One zero key/value (B, G, 1, E), an expanded view, for either path.
+    auto z = at::zeros({1, 1, 1, k.size(3)}, k.options()).expand({k.size(0), k.size(1), 1, k.size(3)});
+    if (auto out = kernels::causal_attention(q, k, v, z, z); out.defined()) return out;
+    return sdpa_with_leading_key(q, k, v, z, z);
   }
 };
 
@@ -278,10 +271,7 @@ class KeyBiasKernel : public SoftmaxKernel {
   }
   at::Tensor fast(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) const override {
     auto [k0, v0] = leading(k, v);
-    if (k.size(1) == q.size(1)) {
-      auto out = kernels::causal_attention(q, k, v, k0, v0);  // fused CPU path, else undefined
-      if (out.defined()) return out;
-    }
+    if (auto out = kernels::causal_attention(q, k, v, k0, v0); out.defined()) return out;
     return sdpa_with_leading_key(q, k, v, k0, v0);
   }
 

@@ -444,6 +444,15 @@ def paired(ref, var, log=False):
     return m, sd / math.sqrt(n), n
 
 
+def signed_verdict(d, se, sign, ev):
+    """A mean effect d (s.e. se) against the paper's sign (+1 up, -1 down)."""
+    if d * sign > 2 * se:
+        return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
+    if d * sign < -2 * se:
+        return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
+    return "inconclusive", ev + ": within 2 s.e."
+
+
 def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     """Returns (verdict, evidence text)."""
     vm = var_metric or metric
@@ -479,14 +488,9 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     else:
         ev = "diff %+.4g (s.e. %.3g, n %d; baseline mean %.4g)" % (d, se, n, rm)
     if kind in ("down", "up"):
-        sign = -1 if kind == "down" else 1
         if se == 0 and d == 0:
             return "inconclusive", ev + ": no difference"
-        if d * sign > 2 * se:
-            return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
-        if d * sign < -2 * se:
-            return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
-        return "inconclusive", ev + ": within 2 s.e."
+        return signed_verdict(d, se, -1 if kind == "down" else 1, ev)
     if kind == "stays":
         if rm is None or rm < 0.05:
             return "inconclusive", ev + ": the baseline has no sink to keep"
@@ -513,18 +517,18 @@ def run_trend(kind, metric, series):
     if any(pts is None for _, pts in series):
         return "not run yet", "sweep not run (no report)"
     log = metric in ("spike_magnitude", "fp_spike")
-    per_point = [(x, values(pts, metric)) for x, pts in series]
-    seeds = set.intersection(*(set(v) for _, v in per_point)) if per_point else set()
+    xs = [x for x, _ in series]
+    mx = sum(xs) / len(xs)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    per_point = [values(pts, metric) for _, pts in series]
     slopes = []
-    for sd in sorted(seeds):
-        xs = [x for x, _ in per_point]
-        ys = [v[sd] for _, v in per_point]
+    for sd in sorted(set.intersection(*(set(v) for v in per_point))):
+        ys = [v[sd] for v in per_point]
         if log:
             if any(y <= 0 for y in ys):
                 continue
             ys = [math.log10(y) for y in ys]
-        mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
-        sxx = sum((x - mx) ** 2 for x in xs)
+        my = sum(ys) / len(ys)
         slopes.append(sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx)
     m, sdv, n = mean_sd(slopes)
     if n < 2:
@@ -532,12 +536,7 @@ def run_trend(kind, metric, series):
     se = sdv / math.sqrt(n)
     ev = "slope %+.3f%s per doubling (s.e. %.3f, n %d, %d points)" % (
         m, " log10" if log else "", se, n, len(series))
-    sign = 1 if kind == "trend_up" else -1
-    if m * sign > 2 * se:
-        return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
-    if m * sign < -2 * se:
-        return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
-    return "inconclusive", ev + ": within 2 s.e."
+    return signed_verdict(m, se, 1 if kind == "trend_up" else -1, ev)
 
 
 def combine(verdicts):
@@ -729,8 +728,9 @@ def render_scan(pts, out):
         return
     out.append("| point | state | step | top-1/median | spike | max layer Sink^0.3 | val loss | both present |")
     out.append("|---|---|---|---|---|---|---|---|")
+    label = lambda i, p: SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
     for i, p in enumerate(pts):
-        lab = SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+        lab = label(i, p)
         both = (p["spike_ratio"] is not None and p["sink_eps_max"] is not None and
                 p["spike_ratio"] >= SPIKE_PRESENT and p["sink_eps_max"] >= SINK_PRESENT)
         f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
@@ -740,7 +740,7 @@ def render_scan(pts, out):
     out.append("")
     out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3):\n")
     for i, p in enumerate(pts):
-        lab = SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+        lab = label(i, p)
         cs = [c for c in p["curve"] if c.get("step") is not None]
         if not cs:
             continue
@@ -749,17 +749,17 @@ def render_scan(pts, out):
                              "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
             for c in sorted(cs, key=lambda c: c["step"]))))
     out.append("")
-    unfinished = [SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"] for i, p in enumerate(pts)
-                  if p["state"] != "done"]
-    if unfinished:
+    done = sum(1 for p in pts if p["state"] == "done")
+    if done < len(pts):
         out.append("**The scan is not finished** (%d of %d points done), so the natural tier has no fixed scale "
                    "and its predictions stay **not run yet**. Points resume from their last checkpoint (every 500 "
-                   "steps) with the same command. Cost on this 2-core CPU: ~23 steps a minute for the centre point "
-                   "on one core beside another job (~3 h per 4,000-step point), about 1.6× that with both cores; "
+                   "steps) with the same command. Cost on this 2-core CPU: each run's train.log reports 2.1–2.3 k "
+                   "tokens/s for the centre shape on one core beside another job, so ~2 h per 4,000-step point "
+                   "(4,096 tokens a step) when nothing else runs; "
                    "`%s/natural/gpu_scan.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
                    "What the choices may change: the corpus is small (the centre point sees it ~4 times), so late "
                    "spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
-                   "random crops (point 8) do not.\n" % (sum(1 for p in pts if p["state"] == "done"), len(pts), REL))
+                   "random crops (point 8) do not.\n" % (done, len(pts), REL))
 
 
 def emergence(data, results_dir, out_dir):

@@ -62,6 +62,24 @@ std::string error_of(const std::function<void()>& f) {
   return "";
 }
 
+// Starts `BINARY sweep run SWEEP --slots 1` in a child process writing to LOG; returns its pid.
+pid_t spawn_sweep(const std::string& binary, const std::string& sweep, const fs::path& log) {
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
+    execl(binary.c_str(), "ablate", "sweep", "run", sweep.c_str(), "--slots", "1", (char*)nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// Polls until `file` exists (at most 60 s).
+void wait_for(const fs::path& file) {
+  auto start = std::chrono::steady_clock::now();
+  while (!fs::exists(file) && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
 
 }  // namespace
 
@@ -146,19 +164,9 @@ grid:
   REQUIRE(plan.points.size() == 3);
 
   // Start the sweep with one slot, SIGKILL it once the first point has a checkpoint.
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::string log = (d.path / "sweep1.log").string();
-    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-    execl(ABLATE_BIN_PATH, "ablate", "sweep", "run", path.c_str(), "--slots", "1", (char*)nullptr);
-    _exit(127);
-  }
+  pid_t pid = spawn_sweep(ABLATE_BIN_PATH, path, d.path / "sweep1.log");
   const fs::path first = plan.points[0].run_dir;
-  auto start = std::chrono::steady_clock::now();
-  while (!fs::exists(first / "checkpoints" / "LATEST") &&
-         std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  wait_for(first / "checkpoints" / "LATEST");
   kill(pid, SIGKILL);
   int status = 0;
   waitpid(pid, &status, 0);
@@ -222,18 +230,8 @@ grid:
   const fs::path copy = d.path / "ablate-copy";
   fs::copy_file(ABLATE_BIN_PATH, copy);
   fs::permissions(copy, fs::perms::owner_all);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    std::string log = (d.path / "sweep.log").string();
-    if (!freopen(log.c_str(), "w", stdout) || !freopen(log.c_str(), "a", stderr)) _exit(126);
-    execl(copy.c_str(), "ablate", "sweep", "run", path.c_str(), "--slots", "1", (char*)nullptr);
-    _exit(127);
-  }
-  const fs::path first = plan.points[0].run_dir;
-  auto start = std::chrono::steady_clock::now();
-  while (!fs::exists(first / "stdout.log") && std::chrono::steady_clock::now() - start < std::chrono::seconds(60))
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  pid_t pid = spawn_sweep(copy.string(), path, d.path / "sweep.log");
+  wait_for(fs::path(plan.points[0].run_dir) / "stdout.log");
   fs::remove(copy);
   int status = 0;
   waitpid(pid, &status, 0);
