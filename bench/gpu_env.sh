@@ -1,4 +1,4 @@
-# Sourced by the GPU-host scripts (bench/gpu_check.sh, experiments/decoupling/natural/gpu_scan.sh):
+# Sourced by the GPU-host scripts (bench/gpu_check.sh, experiments/decoupling/natural/gpu_sweeps.sh):
 # points the dynamic loader at the host's LibTorch (system python3's torch 2.11 cu130), its NVIDIA
 # wheels and the carried non-torch libraries (build-bench/gpu-libs), and sets PY and ABLATE.
 PY=${PYTHON:-python3}

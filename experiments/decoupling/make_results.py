@@ -18,11 +18,12 @@ curves.csv, so RESULTS.md can be regenerated from the committed results/ alone w
 directories are gone (the script then reads those CSVs back).
 
 Outputs: RESULTS.md, results/<sweep>/{report.json,report.csv,report.html,points.csv,curves.csv},
-results/emergence.csv and results/emergence.svg.
+results/emergence.{csv,svg} (synthetic tier) and results/natural-emergence.{csv,svg}.
 
 Options for smoke tests: --set k=v (passed to `sweep report`, must equal the `sweep run --set`),
 --runs-root DIR (runs in DIR/<sweep>/ instead of experiments/decoupling/runs/<sweep>/),
---out-dir DIR (write RESULTS.md and results/ there instead).
+--out-dir DIR (write RESULTS.md and results/ there instead); --natural-set k=v as --set, for the
+natural tier and the scan only (runs trained with natural/gpu_sweeps.sh carry two such sets).
 """
 
 import argparse
@@ -38,9 +39,11 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 REL = os.path.relpath(HERE, REPO)  # experiments/decoupling
 
 # ---- tiers and sweeps ---------------------------------------------------------------------------
-# axis -> sweep file (relative to this directory). The natural-text tier has no sweep files yet;
-# add them here (e.g. "norm-placement": "natural/norm-placement.yaml") when the scale scan fixed
-# its baseline, and every prediction picks them up.
+# axis -> sweep file (relative to this directory); a tier's parameters say which values its sweeps
+# use where the two tiers differ (head_dim at fixed heads and width, the loss windows, the
+# sigmoid bias of about -ln T).
+NATURAL_AXES = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
+                "weight-decay", "sink-free"]
 TIERS = [
     ("synthetic", "synthetic language (data.source synthetic), 4 layers, d 64, 2 x 32, T 64, "
                   "16 seq/step, lr 1e-2, wd 0, 2,000 steps, 8 seeds", {
@@ -53,8 +56,21 @@ TIERS = [
         "weight-decay": "weight-decay.yaml",
         "sink-free": "sink-free.yaml",
     }),
-    ("natural", "natural text (shards); scale fixed by the scan of issue 10 §1(b)", {}),
+    ("natural", "natural text (the 4k BPE shards of ../shared/corpora, BOS at position 0): the scale scan's "
+                "centre point, `natural/base.yaml` (6 layers, d 256, 4 x 64, T 256, 16 seq/step, lr 3e-3, wd 0, "
+                "4,000 steps), 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
 ]
+TIER_PARAMS = {
+    # heads: head count of the fixed-heads series; hds: its head_dims (base_hd the baseline's);
+    # width: (heads, head_dim) points at the baseline's width, small heads first (the tests compare
+    # the first with the last);
+    # windows: the baseline's loss window first, then the others (the tests use T/4 and T/2);
+    # sig_b: the sigmoid variant's negative bias.
+    "synthetic": dict(heads="2", hds=("8", "16", "32", "64", "128"), base_hd="32", width=(("8", "8"), ("4", "16"), ("1", "64")),
+                      windows=("[1, 64]", "[8, 64]", "[16, 64]", "[32, 64]"), sig_b="-4.0"),
+    "natural": dict(heads="4", hds=("16", "32", "64", "128"), base_hd="64", width=(("16", "16"), ("2", "128")),
+                    windows=("[]", "[32, 256]", "[64, 256]", "[128, 256]"), sig_b="-5.5"),
+}
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
 SCAN = ("natural-scale-scan", "natural/scale-scan.yaml")
@@ -63,16 +79,18 @@ SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "d
                "random crops (no BOS)", "byte-level", "width 512 (8 x 64)"]
 
 # ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
-BASE = {
-    "norm-placement": {"model.norm.placement": "pre"},
-    "norm-type": {"model.norm.placement": "pre", "model.norm.type": "rmsnorm", "model.norm.qk_norm": "false"},
-    "ffn-type": {"model.ffn.type": "swiglu"},
-    "head-dim": {"model.n_heads": "2", "model.head_dim": "32"},
-    "gates": {"model.attention.gate.kind": "none"},
-    "loss-window": {"data.loss_window": "[1, 64]"},
-    "weight-decay": {"train.optimizer.weight_decay": "0.1"},  # the paper's setting; P11 turns it off
-    "sink-free": {"model.attention.variant": "softmax"},
-}
+def base_for(tp):
+    """The baseline point of each sweep of a tier: its varied keys' values (strings, as report.json)."""
+    return {
+        "norm-placement": {"model.norm.placement": "pre"},
+        "norm-type": {"model.norm.placement": "pre", "model.norm.type": "rmsnorm", "model.norm.qk_norm": "false"},
+        "ffn-type": {"model.ffn.type": "swiglu"},
+        "head-dim": {"model.n_heads": tp["heads"], "model.head_dim": tp["base_hd"]},
+        "gates": {"model.attention.gate.kind": "none"},
+        "loss-window": {"data.loss_window": tp["windows"][0]},
+        "weight-decay": {"train.optimizer.weight_decay": "0.1"},  # the paper's setting; P11 turns it off
+        "sink-free": {"model.attention.variant": "softmax"},
+    }
 
 
 def V(axis, **kv):
@@ -84,10 +102,6 @@ def V(axis, **kv):
         "attn": "model.attention.variant", "sb": "model.attention.sigmoid_bias",
     }
     return (axis, {keys[k]: v for k, v in kv.items()})
-
-
-def B(axis):
-    return (axis, BASE[axis])
 
 
 # Metrics (per point). "spike" tests compare log10(spike magnitude); the others raw values.
@@ -107,122 +121,138 @@ LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's va
 # A test: (label, kind, metric, ref variant, var variant[, var metric]).
 # kind: "down" / "up" (direction), "stays" (sink not halved), "present" (var only, threshold),
 #       "same" (P10, within LOSS_MARGIN).
-PREDICTIONS = [
-    dict(id="P1", change="pre-norm RMSNorm + SwiGLU baseline",
-         paper="spike and sink both present (7B: spike 3818, sink 46.0 %, perplexity 10.1)",
-         expected="both present", rows=["baseline"],
-         tests=[("spike present: top-1/median >= %g" % SPIKE_PRESENT, "present", "spike_ratio", None, "baseline"),
-                ("sink present: max layer Sink^0.3 >= %g" % SINK_PRESENT, "present", "sink_eps_max", None, "baseline")]),
-    dict(id="P3", change="sandwich norm", paper="spike 3818 -> 520, sink 46.0 -> 44.7 %",
-         expected="spike down a lot, sink about equal",
-         rows=[B("norm-placement"), V("norm-placement", placement="sandwich")],
-         tests=[("spike: sandwich vs pre", "down", "spike_magnitude", B("norm-placement"), V("norm-placement", placement="sandwich")),
-                ("sink: sandwich vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="sandwich"))]),
-    dict(id="P4", change="sandwich + QK-norm", paper="spike -> 92, sink 42.0 %",
-         expected="spike down a lot, sink about equal",
-         rows=[B("norm-type"), V("norm-type", placement="pre", type="rmsnorm", qk="true"),
-               V("norm-type", placement="sandwich", type="rmsnorm", qk="false"),
-               V("norm-type", placement="sandwich", type="rmsnorm", qk="true")],
-         tests=[("spike: sandwich+QK-norm vs pre", "down", "spike_magnitude", B("norm-type"),
-                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
-                ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
-                 V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
-         note="the rows pre + QK-norm and sandwich without QK-norm are controls that separate the two changes "
-              "(not predictions of the paper): read each one's spike and sink columns against the pre row to "
-              "see which change moves which quantity."),
-    dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
-         expected="spike down, sink about equal or up",
-         rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")],
-         tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"),
-                 V("norm-type", placement="pre", type="dyt", qk="false")),
-                ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"),
-                 V("norm-type", placement="pre", type="dyt", qk="false"))]),
-    dict(id="P6", change="FFN type",
-         paper="SwiGLU 3818/46 %, GeLU 3369/69 %, linear 688/59 %, attention-only 637/74 %",
-         expected="sinks in all; spike larger with the gated FFN",
-         rows=[B("ffn-type")] + [V("ffn-type", ffn=f) for f in ("gelu", "linear", "none")],
-         tests=[("sink present with %s" % f, "present", "sink_eps_max", None, V("ffn-type", ffn=f))
-                for f in ("swiglu", "gelu", "linear", "none")]
-         + [("spike: %s vs swiglu" % f, "down", "spike_magnitude", B("ffn-type"), V("ffn-type", ffn=f))
-            for f in ("gelu", "linear", "none")]),
-    dict(id="P7", change="head_dim (paper: 8 -> 128 at 32 heads)", paper="sink 4.1 -> 46.0 %, spike 291 -> 3818",
-         expected="both grow with head_dim",
-         rows=[V("head-dim", heads=h, hd=d) for h, d in
-               (("2", "8"), ("2", "16"), ("2", "32"), ("2", "64"), ("2", "128"), ("8", "8"), ("4", "16"), ("1", "64"))],
-         tests=[(m + ": 2 x %s vs 2 x 32 (fixed heads)" % d, k, metric, B("head-dim"), V("head-dim", heads="2", hd=d))
-                for d, k in (("8", "down"), ("128", "up")) for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
-         + [(m + ": 1 x 64 vs 8 x 8 (fixed width 64)", "up", metric, V("head-dim", heads="8", hd="8"), V("head-dim", heads="1", hd="64"))
-            for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
-         + [(m + ": trend over 2 x 8, 16, 32, 64, 128 (fixed heads; slope per seed on log2 head_dim)", "trend_up", metric,
-             None, [(math.log2(int(d)), V("head-dim", heads="2", hd=d)) for d in ("8", "16", "32", "64", "128")])
-            for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]),
-    dict(id="P8", change="conditional output gate (elementwise / headwise)", paper="sink 4.5 % / 6.4 %, spike 202 / 186",
-         expected="sink gone; spike down too",
-         rows=[B("gates"), V("gates", kind="conditional", gran="elementwise"), V("gates", kind="conditional", gran="headwise")],
-         tests=[(m + ": conditional %s vs none" % g, "down", metric, B("gates"), V("gates", kind="conditional", gran=g))
-                for g in ("elementwise", "headwise") for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))]),
-    dict(id="P8b", change="static / positional / token-embedding gates", paper="sink 31-42 %",
-         expected="sink stays",
-         rows=[B("gates")] + [V("gates", kind=k, gran=g) for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
-         tests=[("sink: %s %s vs none" % (k, g), "stays", "sink_eps_max", B("gates"), V("gates", kind=k, gran=g))
-                for k in ("static", "position", "token") for g in ("headwise", "elementwise")]),
-    dict(id="P9", change="loss window (paper 1/256, 1/4096 vs 1024/4096, 2048/4096)",
-         paper="sink 42-46 % vs 13 %, 1.2 %", expected="removing the short-range loss removes the sink",
-         rows=[V("loss-window", window=w) for w in ("[1, 64]", "[8, 64]", "[16, 64]", "[32, 64]")],
-         tests=[("sink: window %s vs [1, 64]" % w, "down", "sink_eps_max", B("loss-window"), V("loss-window", window=w))
-                for w in ("[16, 64]", "[32, 64]")],
-         note="val loss is computed on the loss window, so it is not comparable across windows; "
-              "`probe loss` (all positions, last in-training probe) is shown beside it."),
-    dict(id="P10", change="all of the above (P3-P8b)", paper="perplexity about unchanged",
-         expected="val loss about equal", rows=[], tests="P10"),
-    dict(id="P11", change="weight decay off", paper="spike about 3x",
-         expected="spike up",
-         rows=[B("weight-decay"), V("weight-decay", wd="0.01"), V("weight-decay", wd="0.0")],
-         tests=[("spike: wd 0 vs wd 0.1", "up", "spike_magnitude", B("weight-decay"), V("weight-decay", wd="0.0"))]),
-    dict(id="P12", change="post-norm (Gu et al., 60 M)", paper="Sink^0.3 13.5 % vs 18.2 %",
-         expected="sink stays; spike moves before the norm",
-         rows=[B("norm-placement"), V("norm-placement", placement="post")],
-         tests=[("sink: post vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="post")),
-                ("spike before the norm: post's largest norm input vs its normalised stream (full probe)", "up",
-                 "fp_spike", V("norm-placement", placement="post"), V("norm-placement", placement="post"),
-                 "fp_norm_input_top1"),
-                ("spike before the norm: post's largest norm input top-1/median >= 100 (full probe)", "present",
-                 "fp_norm_input_ratio", None, V("norm-placement", placement="post"))],
-         note="\"Spike moves before the norm\" is measured by the full probe (`ablate probe` on the final "
-              "checkpoint, 100 validation sequences), which reports the inputs of every norm that sees the stream "
-              "(`spike.norm_inputs`): with post-norm, x + f(x) before the norm rescales it."),
-    dict(id="P13", change="sigmoid attention, no normalisation (Gu et al.)", paper="Sink 0.44 %, no massive activations",
-         expected="both gone",
-         rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb="-4.0")],
-         tests=[(m + ": sigmoid b=%s vs softmax" % b, "down", metric, B("sink-free"), V("sink-free", attn="sigmoid", sb=b))
-                for b in ("0.0", "-4.0") for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))],
-         note="Sigmoid rows are not normalised and Ablate's probe applies the sink formulas to the raw "
-              "weights: with b = 0 every weight starts at sigmoid(0) = 0.5 > 0.3, so Sink^0.3 counts a head "
-              "whose weights are flat; b = -4 (sigmoid = 0.018) keeps the raw numbers meaningful. The "
-              "row-normalised share A[t,0] / sum_j A[t,j] would be the comparable measure; the probe does "
-              "not record it."),
-    dict(id="P14", change="learnable k / kv bias (Gu et al., Sun et al.)",
-         paper="sink moves onto the bias; kv bias removes spikes", expected="sink off token 0",
-         rows=[B("sink-free")] + [V("sink-free", attn=a, sb="0.0") for a in ("k_bias", "kv_bias", "softmax1", "sink_token")],
-         tests=[("token-0 sink mass: %s vs softmax" % a, "down", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"))
+def predictions(tp):
+    """The predictions P1-P14 as tests on a tier's sweeps (tp: TIER_PARAMS of the tier)."""
+    base = base_for(tp)
+
+    def B(axis):
+        return (axis, base[axis])
+    h, hds, bhd = tp["heads"], tp["hds"], tp["base_hd"]
+    width = tp["width"]
+    (wh0, wd0), (wh1, wd1) = width[0], width[-1]
+    win, sig_b = tp["windows"], tp["sig_b"]
+    small_hd, large_hd = hds[0], hds[-1]
+    return [
+        dict(id="P1", change="pre-norm RMSNorm + SwiGLU baseline",
+             paper="spike and sink both present (7B: spike 3818, sink 46.0 %, perplexity 10.1)",
+             expected="both present", rows=["baseline"],
+             tests=[("spike present: top-1/median >= %g" % SPIKE_PRESENT, "present", "spike_ratio", None, "baseline"),
+                    ("sink present: max layer Sink^0.3 >= %g" % SINK_PRESENT, "present", "sink_eps_max", None, "baseline")]),
+        dict(id="P3", change="sandwich norm", paper="spike 3818 -> 520, sink 46.0 -> 44.7 %",
+             expected="spike down a lot, sink about equal",
+             rows=[B("norm-placement"), V("norm-placement", placement="sandwich")],
+             tests=[("spike: sandwich vs pre", "down", "spike_magnitude", B("norm-placement"), V("norm-placement", placement="sandwich")),
+                    ("sink: sandwich vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="sandwich"))]),
+        dict(id="P4", change="sandwich + QK-norm", paper="spike -> 92, sink 42.0 %",
+             expected="spike down a lot, sink about equal",
+             rows=[B("norm-type"), V("norm-type", placement="pre", type="rmsnorm", qk="true"),
+                   V("norm-type", placement="sandwich", type="rmsnorm", qk="false"),
+                   V("norm-type", placement="sandwich", type="rmsnorm", qk="true")],
+             tests=[("spike: sandwich+QK-norm vs pre", "down", "spike_magnitude", B("norm-type"),
+                     V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
+                    ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
+                     V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
+             note="the rows pre + QK-norm and sandwich without QK-norm are controls that separate the two changes "
+                  "(not predictions of the paper): read each one's spike and sink columns against the pre row to "
+                  "see which change moves which quantity."),
+        dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
+             expected="spike down, sink about equal or up",
+             rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")],
+             tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"),
+                     V("norm-type", placement="pre", type="dyt", qk="false")),
+                    ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"),
+                     V("norm-type", placement="pre", type="dyt", qk="false"))]),
+        dict(id="P6", change="FFN type",
+             paper="SwiGLU 3818/46 %, GeLU 3369/69 %, linear 688/59 %, attention-only 637/74 %",
+             expected="sinks in all; spike larger with the gated FFN",
+             rows=[B("ffn-type")] + [V("ffn-type", ffn=f) for f in ("gelu", "linear", "none")],
+             tests=[("sink present with %s" % f, "present", "sink_eps_max", None, V("ffn-type", ffn=f))
+                    for f in ("swiglu", "gelu", "linear", "none")]
+             + [("spike: %s vs swiglu" % f, "down", "spike_magnitude", B("ffn-type"), V("ffn-type", ffn=f))
+                for f in ("gelu", "linear", "none")]),
+        dict(id="P7", change="head_dim (paper: 8 -> 128 at 32 heads)", paper="sink 4.1 -> 46.0 %, spike 291 -> 3818",
+             expected="both grow with head_dim",
+             rows=[V("head-dim", heads=h, hd=d) for d in hds] + [V("head-dim", heads=a, hd=b) for a, b in width],
+             tests=[(m + ": %s x %s vs %s x %s (fixed heads)" % (h, d, h, bhd), k, metric, B("head-dim"), V("head-dim", heads=h, hd=d))
+                    for d, k in ((small_hd, "down"), (large_hd, "up")) for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
+             + [(m + ": %s x %s vs %s x %s (fixed width)" % (wh1, wd1, wh0, wd0), "up", metric, V("head-dim", heads=wh0, hd=wd0),
+                 V("head-dim", heads=wh1, hd=wd1)) for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]
+             + [(m + ": trend over %s x %s (fixed heads; slope per seed on log2 head_dim)" % (h, ", ".join(hds)), "trend_up", metric,
+                 None, [(math.log2(int(d)), V("head-dim", heads=h, hd=d)) for d in hds])
+                for m, metric in (("spike", "spike_magnitude"), ("sink", "sink_eps_max"))]),
+        dict(id="P8", change="conditional output gate (elementwise / headwise)", paper="sink 4.5 % / 6.4 %, spike 202 / 186",
+             expected="sink gone; spike down too",
+             rows=[B("gates"), V("gates", kind="conditional", gran="elementwise"), V("gates", kind="conditional", gran="headwise")],
+             tests=[(m + ": conditional %s vs none" % g, "down", metric, B("gates"), V("gates", kind="conditional", gran=g))
+                    for g in ("elementwise", "headwise") for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))]),
+        dict(id="P8b", change="static / positional / token-embedding gates", paper="sink 31-42 %",
+             expected="sink stays",
+             rows=[B("gates")] + [V("gates", kind=k, gran=g) for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
+             tests=[("sink: %s %s vs none" % (k, g), "stays", "sink_eps_max", B("gates"), V("gates", kind=k, gran=g))
+                    for k in ("static", "position", "token") for g in ("headwise", "elementwise")]),
+        dict(id="P9", change="loss window (paper 1/256, 1/4096 vs 1024/4096, 2048/4096)",
+             paper="sink 42-46 % vs 13 %, 1.2 %", expected="removing the short-range loss removes the sink",
+             rows=[V("loss-window", window=w) for w in win],
+             tests=[("sink: window %s vs %s" % (w, win[0]), "down", "sink_eps_max", B("loss-window"), V("loss-window", window=w))
+                    for w in win[2:]],
+             note="val loss is computed on the loss window, so it is not comparable across windows; "
+                  "`probe loss` (all positions, last in-training probe) is shown beside it."),
+        dict(id="P10", change="all of the above (P3-P8b)", paper="perplexity about unchanged",
+             expected="val loss about equal", rows=[], tests="P10"),
+        dict(id="P11", change="weight decay off", paper="spike about 3x",
+             expected="spike up",
+             rows=[B("weight-decay"), V("weight-decay", wd="0.01"), V("weight-decay", wd="0.0")],
+             tests=[("spike: wd 0 vs wd 0.1", "up", "spike_magnitude", B("weight-decay"), V("weight-decay", wd="0.0"))]),
+        dict(id="P12", change="post-norm (Gu et al., 60 M)", paper="Sink^0.3 13.5 % vs 18.2 %",
+             expected="sink stays; spike moves before the norm",
+             rows=[B("norm-placement"), V("norm-placement", placement="post")],
+             tests=[("sink: post vs pre", "stays", "sink_eps_max", B("norm-placement"), V("norm-placement", placement="post")),
+                    ("spike before the norm: post's largest norm input vs its normalised stream (full probe)", "up",
+                     "fp_spike", V("norm-placement", placement="post"), V("norm-placement", placement="post"),
+                     "fp_norm_input_top1"),
+                    ("spike before the norm: post's largest norm input top-1/median >= 100 (full probe)", "present",
+                     "fp_norm_input_ratio", None, V("norm-placement", placement="post"))],
+             note="\"Spike moves before the norm\" is measured by the full probe (`ablate probe` on the final "
+                  "checkpoint, 100 validation sequences), which reports the inputs of every norm that sees the stream "
+                  "(`spike.norm_inputs`): with post-norm, x + f(x) before the norm rescales it."),
+        dict(id="P13", change="sigmoid attention, no normalisation (Gu et al.)", paper="Sink 0.44 %, no massive activations",
+             expected="both gone",
+             rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb=sig_b)],
+             tests=[(m + ": sigmoid b=%s vs softmax" % b, "down", metric, B("sink-free"), V("sink-free", attn="sigmoid", sb=b))
+                    for b in ("0.0", sig_b) for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))],
+             note="Sigmoid rows are not normalised and Ablate's probe applies the sink formulas to the raw "
+                  "weights: with b = 0 every weight starts at sigmoid(0) = 0.5 > 0.3, so Sink^0.3 counts a head "
+                  "whose weights are flat; b = %s (about -ln T) keeps the raw numbers meaningful. The "
+                  "row-normalised share A[t,0] / sum_j A[t,j] would be the comparable measure; the probe does "
+                  "not record it." % sig_b),
+        dict(id="P14", change="learnable k / kv bias (Gu et al., Sun et al.)",
+             paper="sink moves onto the bias; kv bias removes spikes", expected="sink off token 0",
+             rows=[B("sink-free")] + [V("sink-free", attn=a, sb="0.0") for a in ("k_bias", "kv_bias", "softmax1", "sink_token")],
+             tests=[("token-0 sink mass: %s vs softmax" % a, "down", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"))
+                    for a in ("k_bias", "kv_bias")]
+             + [("bias-key mass (%s) vs softmax's token-0 mass" % a, "up", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"), "bias_mass")
                 for a in ("k_bias", "kv_bias")]
-         + [("bias-key mass (%s) vs softmax's token-0 mass" % a, "up", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"), "bias_mass")
-            for a in ("k_bias", "kv_bias")]
-         + [("spike: kv_bias vs softmax", "down", "spike_magnitude", B("sink-free"), V("sink-free", attn="kv_bias", sb="0.0"))],
-         note="softmax1 and sink_token have no number in PAPER.md; they are shown for reference (for sink_token, "
-              "position 0 is the learned token, so its sink mass is the mass on that token)."),
-]
+             + [("spike: kv_bias vs softmax", "down", "spike_magnitude", B("sink-free"), V("sink-free", attn="kv_bias", sb="0.0"))],
+             note="softmax1 and sink_token have no number in PAPER.md; they are shown for reference (for sink_token, "
+                  "position 0 is the learned token, so its sink mass is the mass on that token)."),
+    ]
+
+
 # The axis each row of the SVG/CSV emergence plot comes from (baseline + one variant per axis).
-EMERGENCE = [
-    ("norm placement: sandwich", ("norm-placement", {"model.norm.placement": "sandwich"})),
-    ("norm type: sandwich + QK-norm", V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
-    ("FFN: attention-only", V("ffn-type", ffn="none")),
-    ("head_dim: 2 x 128", V("head-dim", heads="2", hd="128")),
-    ("gate: conditional elementwise", V("gates", kind="conditional", gran="elementwise")),
-    ("loss window [32, 64]", V("loss-window", window="[32, 64]")),
-    ("weight decay 0.1", V("weight-decay", wd="0.1")),
-    ("sigmoid attention (b 0)", V("sink-free", attn="sigmoid", sb="0.0")),
-]
+def emergence_series(tp):
+    h, large_hd, win = tp["heads"], tp["hds"][-1], tp["windows"][-1]
+    return [
+        ("norm placement: sandwich", ("norm-placement", {"model.norm.placement": "sandwich"})),
+        ("norm type: sandwich + QK-norm", V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
+        ("FFN: attention-only", V("ffn-type", ffn="none")),
+        ("head_dim: %s x %s" % (h, large_hd), V("head-dim", heads=h, hd=large_hd)),
+        ("gate: conditional elementwise", V("gates", kind="conditional", gran="elementwise")),
+        ("loss window %s" % win, V("loss-window", window=win)),
+        ("weight decay 0.1", V("weight-decay", wd="0.1")),
+        ("sigmoid attention (b 0)", V("sink-free", attn="sigmoid", sb="0.0")),
+    ]
+
+
 # Where the pre-norm baseline (the same resolved config in these sweeps) is taken from, first found.
 BASELINE_FROM = ["norm-type", "gates", "sink-free", "ffn-type", "head-dim", "loss-window",
                  ("weight-decay", {"train.optimizer.weight_decay": "0.0"}), "norm-placement"]
@@ -586,15 +616,18 @@ def pm(ms, f):
 
 
 class Data:
-    def __init__(self, sweeps):
+    def __init__(self, sweeps, tp):
         self.sweeps = sweeps  # axis -> points or None
+        self.base = base_for(tp)
+        self.preds = predictions(tp)
+        self.emergence = emergence_series(tp)
 
     def select(self, sel):
         if sel is None:
             return None
         if sel == "baseline":
             for b in BASELINE_FROM:
-                axis, want = (b, BASE[b]) if isinstance(b, str) else b
+                axis, want = (b, self.base[b]) if isinstance(b, str) else b
                 pts = self.select((axis, want))
                 if pts:
                     return pts
@@ -608,7 +641,7 @@ class Data:
 
     def baseline_label(self):
         for b in BASELINE_FROM:
-            axis, want = (b, BASE[b]) if isinstance(b, str) else b
+            axis, want = (b, self.base[b]) if isinstance(b, str) else b
             if self.select((axis, want)):
                 return label(axis, want)
         return "pre-norm baseline"
@@ -633,35 +666,36 @@ def table_head(extra_probe_loss=False):
     return "| " + " | ".join(h) + " |\n|" + "---|" * len(h)
 
 
-def p10_tests():
+def p10_tests(data):
     """Every variant named in P3-P8b against its own sweep's baseline, on val loss."""
     tests, seen = [], set()
-    for pred in PREDICTIONS:
+    for pred in data.preds:
         if pred["id"] not in ("P3", "P4", "P5", "P6", "P7", "P8", "P8b"):
             continue
         for sel in pred["rows"]:
-            if sel == "baseline" or sel[1] == BASE[sel[0]]:
+            if sel == "baseline" or sel[1] == data.base[sel[0]]:
                 continue
             key = (sel[0], json.dumps(sel[1], sort_keys=True))
             if key in seen:
                 continue
             seen.add(key)
-            tests.append(("val loss: " + label(*sel), "same", "val_loss", B(sel[0]), sel))
+            tests.append(("val loss: " + label(*sel), "same", "val_loss", (sel[0], data.base[sel[0]]), sel))
     return tests
 
 
 def render_tier(tier, desc, axes, data, out):
     out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
-    if not axes:
-        out.append("No sweep files yet for this tier: every prediction is **not run yet**.\n")
+    if not any(pts is not None for pts in data.sweeps.values()):
+        out.append("No sweep of this tier has run yet (%s): every prediction is **not run yet**.\n"
+                   % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
         out.append("| id | change | verdict |\n|---|---|---|")
-        out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in PREDICTIONS)
+        out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in data.preds)
         out.append("")
         return
     summary = []
     details = []
-    for pred in PREDICTIONS:
-        tests = p10_tests() if pred["tests"] == "P10" else pred["tests"]
+    for pred in data.preds:
+        tests = p10_tests(data) if pred["tests"] == "P10" else pred["tests"]
         results = []
         for t in tests:
             lab, kind, metric, ref, var = t[:5]
@@ -720,7 +754,7 @@ def render_scan(pts, out):
         out.append("**Not run yet.** Cost: the centre point trains at ~3.4 k tokens/s on this 2-core CPU with both "
                    "cores (`ablate bench`, the small model at the same width), so ~80 min per point and ~15 h for "
                    "the 11; the synthetic tier took the CPU in this session. Prepared for a GPU host: "
-                   "`%s/natural/gpu_scan.sh` (all points concurrently, bf16). Until the scan has run, the natural "
+                   "`%s/natural/gpu_sweeps.sh` (all points concurrently, bf16). Until the scan has run, the natural "
                    "tier has no baseline, so every prediction there is **not run yet**. What the choices may "
                    "change: the corpus is small (repeated ~4 times in the centre point), so the spike and sink "
                    "measured late may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
@@ -756,18 +790,21 @@ def render_scan(pts, out):
                    "steps) with the same command. Cost on this 2-core CPU: each run's train.log reports 2.1–2.3 k "
                    "tokens/s for the centre shape on one core beside another job, so ~2 h per 4,000-step point "
                    "(4,096 tokens a step) when nothing else runs; "
-                   "`%s/natural/gpu_scan.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
+                   "`%s/natural/gpu_sweeps.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
+                   "The natural tier's sweeps (`natural/natural-*.yaml`, 99 distinct runs of 3 seeds) start from "
+                   "`natural/base.yaml`, the centre point, until the scan says otherwise: ~150 core-hours here, "
+                   "minutes of a GPU. "
                    "What the choices may change: the corpus is small (the centre point sees it ~4 times), so late "
                    "spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
                    "random crops (point 8) do not.\n" % (done, len(pts), REL))
 
 
-def emergence(data, results_dir, out_dir):
+def emergence(data, results_dir, out_dir, stem):
     series = []
     base = data.select("baseline")
     if base:
         series.append(("baseline (" + data.baseline_label() + ")", base))
-    for lab, sel in EMERGENCE:
+    for lab, sel in data.emergence:
         pts = data.select(sel)
         if pts:
             series.append((lab, pts))
@@ -789,14 +826,14 @@ def emergence(data, results_dir, out_dir):
             curves.append((lab, pts_out))
     if not curves:
         return None
-    with open(os.path.join(results_dir, "emergence.csv"), "w", newline="") as f:
+    with open(os.path.join(results_dir, stem + ".csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["series", "step", "seeds", "spike_mean", "spike_std", "log10_spike_mean",
                     "sink_eps_max_mean", "sink_eps_max_std"])
         w.writerows(rows)
-    with open(os.path.join(results_dir, "emergence.svg"), "w") as f:
+    with open(os.path.join(results_dir, stem + ".svg"), "w") as f:
         f.write(svg_plot(curves))
-    return os.path.relpath(os.path.join(results_dir, "emergence.svg"), out_dir)
+    return os.path.relpath(os.path.join(results_dir, stem + ".svg"), out_dir)
 
 
 COLORS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
@@ -855,6 +892,9 @@ def main():
     ap.add_argument("--ablate", default=os.path.join(REPO, "build", "ablate"), help="the ablate binary")
     ap.add_argument("--no-report", action="store_true", help="do not run `ablate sweep report`; use results/ as is")
     ap.add_argument("--set", action="append", default=[], help="passed to `sweep report` (must equal `sweep run --set`)")
+    ap.add_argument("--natural-set", action="append", default=[],
+                    help="passed to `sweep report` for the natural tier and the scan only (e.g. device=cuda and "
+                         "train.precision=bf16 for runs from natural/gpu_sweeps.sh)")
     ap.add_argument("--runs-root", default=None, help="runs in DIR/<sweep>/ (default: <sweep dir>/runs/<sweep>)")
     ap.add_argument("--out-dir", default=HERE, help="where RESULTS.md and results/ go (default: this directory)")
     a = ap.parse_args()
@@ -880,7 +920,7 @@ def main():
                 cmd = [a.ablate, "sweep", "report", sweep_path, "--runs", runs,
                        "--out", os.path.join(rdir, "report.html"), "--csv", os.path.join(rdir, "report.csv"),
                        "--json", os.path.join(rdir, "report.json")]
-                for s in a.set:
+                for s in a.set + (a.natural_set if tier == "natural" else []):
                     cmd += ["--set", s]
                 r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 if r.returncode != 0:
@@ -889,7 +929,7 @@ def main():
             if pts is not None:
                 write_sweep_csvs(name, pts, results_dir)
             sweeps[axis] = pts
-        tier_data.append((tier, desc, axes, Data(sweeps)))
+        tier_data.append((tier, desc, axes, Data(sweeps, TIER_PARAMS[tier])))
 
     scan_name, scan_file = SCAN
     scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
@@ -898,7 +938,8 @@ def main():
         os.makedirs(scan_dir, exist_ok=True)
         subprocess.run([a.ablate, "sweep", "report", os.path.join(REL, scan_file), "--runs", scan_runs,
                         "--out", os.path.join(scan_dir, "report.html"), "--csv", os.path.join(scan_dir, "report.csv"),
-                        "--json", os.path.join(scan_dir, "report.json")], cwd=REPO, stdout=subprocess.DEVNULL)
+                        "--json", os.path.join(scan_dir, "report.json")]
+                       + [x for s in a.natural_set for x in ("--set", s)], cwd=REPO, stdout=subprocess.DEVNULL)
     scan_pts = load_sweep(scan_name, results_dir, scan_runs)
     if scan_pts is not None:
         write_sweep_csvs(scan_name, scan_pts, results_dir)
@@ -933,15 +974,17 @@ def main():
 
     render_scan(scan_pts, lines)
 
-    svg = emergence(tier_data[0][3], results_dir, out_dir)
-    lines += ["## Emergence curves (synthetic tier)", ""]
-    if svg:
-        lines += ["Spike magnitude and the largest per-layer Sink^0.3 over training (in-training probes, mean "
-                  "over seeds) for the baseline and one variant per axis: [%s](%s), data in "
-                  "[results/emergence.csv](results/emergence.csv)." % (os.path.basename(svg), svg), "",
-                  "![emergence](%s)" % svg, ""]
-    else:
-        lines += ["not run yet (no probe records).", ""]
+    for tier, desc, axes, data in tier_data:
+        stem = "emergence" if tier == "synthetic" else tier + "-emergence"
+        svg = emergence(data, results_dir, out_dir, stem)
+        lines += ["## Emergence curves (%s tier)" % tier, ""]
+        if svg:
+            lines += ["Spike magnitude and the largest per-layer Sink^0.3 over training (in-training probes, mean "
+                      "over seeds) for the baseline and one variant per axis: [%s](%s), data in "
+                      "[results/%s.csv](results/%s.csv)." % (os.path.basename(svg), svg, stem, stem), "",
+                      "![%s](%s)" % (stem, svg), ""]
+        else:
+            lines += ["not run yet (no probe records).", ""]
 
     lines += ["## Per-sweep reports", "",
               "| sweep | points | report |", "|---|---|---|"]
@@ -965,14 +1008,19 @@ def main():
               "`ABLATE_FUSED_CPU=0` makes a later build train them bit for bit as that one did (checked: gates/none "
               "seed 0, 300 steps: every loss and probe identical). With the kernels on, a run differs in the last "
               "bits from the start, and the spike's growth amplifies that (same seed at step 300: spike 5,055 "
-              "against 1,993), so all points of a sweep must come from one build or the pairing by seed is lost.",
+              "against 1,993), so all points of a sweep must come from one build or the pairing by seed is lost. "
+              "The natural tier's runs use a build's defaults (fused kernels on), under the same rule: one build per "
+              "sweep (on a GPU host, `natural/gpu_sweeps.sh SLOTS <sweep files>` instead, and this script then "
+              "needs `--natural-set device=cuda --natural-set train.precision=bf16`).",
               "", "```sh"]
     for tier, desc, axes in TIERS:
+        if tier == "natural":
+            lines += ["%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
+                      "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1])]
         for axis, fname in axes.items():
-            lines.append("ABLATE_FUSED_CPU=0 build/ablate sweep run %s/%s --slots 2" % (REL, fname))
-    lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL,
-              "%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
-              "build/ablate sweep run %s/%s --slots 2   # or natural/gpu_scan.sh on a GPU host" % (REL, SCAN[1])]
+            lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
+                                                                       REL, fname))
+    lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL]
     lines += ["python3 %s/make_results.py   # runs `ablate sweep report` per sweep, then writes this file" % REL,
               "```", "",
               "`make_results.py` runs, per sweep with a runs directory, `build/ablate sweep report "

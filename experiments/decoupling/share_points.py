@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Reuses finished points that several sweeps have in common (the shared baseline).
 
-Every sweep of experiments/decoupling/ that sets init_from_seed has a baseline point per seed
-(pre-norm RMSNorm, softmax, SwiGLU, 2 heads x 32, no gate, full loss window, weight decay 0)
-whose resolved configuration is the same in every sweep: only `name` differs, and the id's
+Every sweep of a tier of experiments/decoupling/ has a baseline point per seed (pre-norm
+RMSNorm, softmax, SwiGLU, no gate, full loss window, weight decay 0; 2 heads x 32 on the
+synthetic tier, the natural tier's natural/base.yaml) whose resolved configuration is the same
+in every sweep of the tier: only `name` differs, and the id's
 hash suffix (a hash of the resolved configuration) is equal. Training is deterministic, so
 training it again gives the same run bit for bit (checked once: gates/kind=none and
 sink-free/variant=softmax, trained separately, have identical metrics.jsonl records).
@@ -26,8 +27,11 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-SWEEPS = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
-          "weight-decay", "sink-free"]
+AXES = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
+        "weight-decay", "sink-free"]
+# The synthetic tier's sweeps, then the natural tier's (natural/natural-<axis>.yaml, sharing the
+# natural baseline among themselves; configs of different tiers never hash alike).
+SWEEPS = AXES + ["natural/natural-" + a for a in AXES]
 
 
 def planned(ablate, sweep):
