@@ -40,6 +40,15 @@ bool plain_cpu_float(const at::Tensor& t) {
 
 bool autocast_on() { return at::autocast::is_autocast_enabled(at::kCPU); }
 
+// Under CPU autocast, a bf16 CPU tensor (a matrix product's output) as float32, so that the fused
+// fp32 kernels take it (norms, activations, RoPE and attention then run in fp32, like torch
+// autocast's fp32 ops); anything else unchanged. The cast is recorded by autograd.
+at::Tensor widen(const at::Tensor& t) {
+  if (t.defined() && t.device().is_cpu() && t.scalar_type() == at::kBFloat16 && autocast_on())
+    return t.to(at::kFloat);
+  return t;
+}
+
 // Rows [begin, end) of a (rows, C) contiguous block.
 ABLATE_MULTIVERSION void rms_forward_rows(const float* x, const float* w, float* y, float* rstd, int64_t begin,
                                           int64_t end, int64_t C, float eps) {
@@ -524,31 +533,35 @@ bool fused_cpu_enabled() {
 
 void set_fused_cpu_enabled(bool on) { fused_state.store(on ? 1 : 0); }
 
-at::Tensor rms_norm(const at::Tensor& x, const at::Tensor& weight, double eps) {
-  if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(x) && x.is_contiguous() && plain_cpu_float(weight) &&
+at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
+  const at::Tensor x = fused_cpu_enabled() ? widen(x_in) : x_in;
+  if (fused_cpu_enabled() && plain_cpu_float(x) && x.is_contiguous() && plain_cpu_float(weight) &&
       weight.dim() == 1 && weight.size(0) == x.size(-1) && x.numel() > 0)
     return RmsNormFn::apply(x, weight, eps);
   return x * at::rsqrt(x.pow(2).mean(-1, /*keepdim=*/true) + eps) * weight;
 }
 
 at::Tensor packed_linear(const at::Tensor& x, at::TensorList weights) {
-  if (!fused_cpu_enabled() || autocast_on() || !plain_cpu_float(x) || weights.empty()) return {};
+  if (!fused_cpu_enabled() || !plain_cpu_float(x) || weights.empty()) return {};
   for (const auto& w : weights)
     if (!plain_cpu_float(w) || w.dim() != 2 || w.size(1) != x.size(-1)) return {};
   return at::linear(x, at::cat(weights, 0));
 }
 
-at::Tensor swiglu(const at::Tensor& gu) {
+at::Tensor swiglu(const at::Tensor& gu_in) {
+  const at::Tensor gu = fused_cpu_enabled() ? widen(gu_in) : gu_in;
   const int64_t F = gu.size(-1) / 2;
-  if (fused_cpu_enabled() && !autocast_on() && plain_cpu_float(gu) && gu.is_contiguous() && gu.size(-1) % 2 == 0 &&
+  if (fused_cpu_enabled() && plain_cpu_float(gu) && gu.is_contiguous() && gu.size(-1) % 2 == 0 &&
       gu.numel() > 0)
     return SwiGluFn::apply(gu);
   return at::silu(gu.narrow(-1, 0, F)) * gu.narrow(-1, F, F);
 }
 
-at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
+at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+  const bool f = fused_cpu_enabled();
+  const at::Tensor x = f ? widen(x_in) : x_in, cos = f ? widen(cos_in) : cos_in, sin = f ? widen(sin_in) : sin_in;
   const int64_t E = x.size(-1);
-  if (fused_cpu_enabled() && !autocast_on() && x.dim() == 4 && plain_cpu_float(x) && E % 2 == 0 &&
+  if (fused_cpu_enabled() && x.dim() == 4 && plain_cpu_float(x) && E % 2 == 0 &&
       plain_cpu_float(cos) && plain_cpu_float(sin) && cos.is_contiguous() && sin.is_contiguous() &&
       cos.dim() == 2 && cos.size(0) == x.size(2) && cos.size(1) == E && sin.sizes() == cos.sizes() && x.numel() > 0)
     return RopeFn::apply(x, cos, sin);
@@ -559,7 +572,7 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 namespace {
 // Whether the fused attention applies to these tensors (see kernels.h).
 bool attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
-  if (!fused_cpu_enabled() || autocast_on() || sgemm_ == nullptr) return false;
+  if (!fused_cpu_enabled() || sgemm_ == nullptr) return false;
   for (const auto* t : {&q, &k, &v})
     if (!plain_cpu_float(*t) || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(2) < t->size(3) ||
         t->stride(2) > std::numeric_limits<int>::max())
@@ -569,8 +582,10 @@ bool attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tenso
 }
 }  // namespace
 
-at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& lead_k,
-                            const at::Tensor& lead_v) {
+at::Tensor causal_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                            const at::Tensor& lead_k, const at::Tensor& lead_v) {
+  if (!fused_cpu_enabled()) return {};
+  const at::Tensor q = widen(q_in), k = widen(k_in), v = widen(v_in);
   if (!attention_applies(q, k, v)) return {};
   const double scale = 1.0 / std::sqrt(double(q.size(3)));
   const auto none = at::empty({0}, q.options());
@@ -581,7 +596,10 @@ at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::
   return CausalAttentionFn::apply(q, k, v, lead_k, lead_v, scale, false, 0.0);
 }
 
-at::Tensor causal_sigmoid_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, double bias) {
+at::Tensor causal_sigmoid_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+                                    double bias) {
+  if (!fused_cpu_enabled()) return {};
+  const at::Tensor q = widen(q_in), k = widen(k_in), v = widen(v_in);
   if (!attention_applies(q, k, v)) return {};
   const auto none = at::empty({0}, q.options());
   return CausalAttentionFn::apply(q, k, v, none, none, 1.0 / std::sqrt(double(q.size(3))), true, bias);

@@ -5,9 +5,12 @@
 // differ from the composite ones only by floating-point rounding (tests/modules/kernels_test.cpp
 // bounds the difference of values and gradients).
 //
-// The fused path runs when every tensor is a float32 CPU tensor, the innermost dimension is
-// contiguous and CPU autocast is off; anything else (CUDA, bf16, autocast) takes the composite
-// path. ABLATE_FUSED_CPU=0 in the environment disables the fused path everywhere (to compare
+// The fused path runs when every tensor is a float32 CPU tensor and the innermost dimension is
+// contiguous; anything else (CUDA, float64, other layouts) takes the composite path. Under CPU
+// bf16 autocast, the norm, SwiGLU, RoPE and attention kernels first widen bf16 inputs (matrix
+// products' outputs, RoPE's tables) to float32 and run in fp32, as torch autocast runs norms and
+// softmax; packed_linear's one product runs in bf16 under autocast like any linear, and
+// linear_masked_ce steps aside (the head's product then runs in bf16, the loss in fp32). ABLATE_FUSED_CPU=0 in the environment disables the fused path everywhere (to compare
 // numerics with the composite code, or to rule the kernels out when debugging).
 #include <ATen/core/Tensor.h>
 
@@ -41,8 +44,8 @@ at::Tensor rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& si
 // (B, S, H, E). With lead_k and lead_v (B, H, 1, E) (expanded views allowed), every query also
 // sees one extra key lead_k with value lead_v ahead of position 0 (softmax1: zeros; k_bias /
 // kv_bias: the learned vectors). Undefined when the fused CPU path does not apply (then use
-// SDPA): not float32 CPU, autocast, S > 512, or the kept probabilities (B·H·S² floats, until
-// backward) over 64 MiB.
+// SDPA): not float32 CPU (after widening under autocast, above), S > 512, or the kept
+// probabilities (B·H·S² floats, until backward) over 64 MiB.
 at::Tensor causal_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                             const at::Tensor& lead_k = {}, const at::Tensor& lead_v = {});
 

@@ -165,8 +165,6 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
   if (!opt.trace_path.empty() && !std::ofstream(opt.trace_path))  // fail before the run, not after
     throw UserError("bench: --trace " + opt.trace_path + ": cannot create the file");
   const at::Device device(resolve_device(s.device));
-  if (s.train.precision == "bf16" && !device.is_cuda())
-    throw UserError("train.precision: bf16 autocast needs a CUDA device (device is " + device.str() + ")");
   if (device.is_cuda()) {
     at::globalContext().setAllowTF32CuBLAS(s.train.tf32);
     at::globalContext().setAllowTF32CuDNN(s.train.tf32);
@@ -192,7 +190,7 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
 
   const int64_t total = total_steps(s.train, s.data);
   const int64_t n_micro = s.train.batch / s.train.micro_batch;
-  const bool autocast = s.train.precision == "bf16" && device.is_cuda();
+  const bool autocast = s.train.precision == "bf16";
   const bool cuda = device.is_cuda();
 
   BenchResult r;
@@ -247,7 +245,7 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
       phase(data_s, t);
       at::Tensor loss;
       {
-        AutocastScope scope(autocast);
+        AutocastScope scope(autocast, device.type());
         auto out = model->forward(inputs, without_logits());
         auto [sum, count] = lm_loss(out, targets, mask);
         loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);
@@ -314,6 +312,7 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
     std::map<std::string, std::string> meta = {{"micro_batches_per_step", std::to_string(n_micro)},
                                                {"steps", std::to_string(opt.warmup + opt.steps)},
                                                {"clip", std::to_string(s.train.clip)},
+                                               {"precision", s.train.precision},
                                                {"model", model_json(s.model).dump()},
                                                {"optimizer", nlohmann::json{{"beta1", s.train.optimizer.beta1},
                                                                             {"beta2", s.train.optimizer.beta2},

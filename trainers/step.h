@@ -13,29 +13,32 @@
 
 namespace ablate::trainers {
 
-// bf16 autocast on CUDA for the scope's lifetime (LibTorch has no C++ guard); a no-op when
-// `enabled` is false. Restores the previous autocast state on exit.
+// bf16 autocast on `device` (CUDA or CPU) for the scope's lifetime (LibTorch has no C++ guard); a
+// no-op when `enabled` is false. Restores the previous autocast state on exit. On CPU, matrix
+// products then run in bf16 through oneDNN (AMX where the processor has it) and the fused fp32
+// kernels (modules/kernels.h) step aside for the composite path.
 class AutocastScope {
  public:
-  explicit AutocastScope(bool enabled) : enabled_(enabled) {
+  AutocastScope(bool enabled, at::DeviceType device) : enabled_(enabled), device_(device) {
     if (!enabled_) return;
-    prev_enabled_ = at::autocast::is_autocast_enabled(at::kCUDA);
-    prev_dtype_ = at::autocast::get_autocast_dtype(at::kCUDA);
-    at::autocast::set_autocast_enabled(at::kCUDA, true);
-    at::autocast::set_autocast_dtype(at::kCUDA, at::kBFloat16);
+    prev_enabled_ = at::autocast::is_autocast_enabled(device_);
+    prev_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
     at::autocast::increment_nesting();
   }
   ~AutocastScope() {
     if (!enabled_) return;
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    at::autocast::set_autocast_enabled(at::kCUDA, prev_enabled_);
-    at::autocast::set_autocast_dtype(at::kCUDA, prev_dtype_);
+    at::autocast::set_autocast_enabled(device_, prev_enabled_);
+    at::autocast::set_autocast_dtype(device_, prev_dtype_);
   }
   AutocastScope(const AutocastScope&) = delete;
   AutocastScope& operator=(const AutocastScope&) = delete;
 
  private:
   bool enabled_;
+  at::DeviceType device_;
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };

@@ -207,7 +207,7 @@ void restore_rng(const Tensors& saved, const at::Device& device, const std::stri
 double evaluate(modules::LanguageModel& model, const data::Loader& loader, const TrainerSetup& s,
                 const at::Device& device) {
   at::NoGradGuard no_grad;
-  AutocastScope autocast(s.train.precision == "bf16" && device.is_cuda());
+  AutocastScope autocast(s.train.precision == "bf16", device.type());
   const int64_t B = s.train.micro_batch;
   const int64_t available = (loader.validation_size() + B - 1) / B;
   const int64_t n = std::min(s.train.eval.batches, available);
@@ -256,8 +256,6 @@ TrainOutcome train(const TrainerSetup& s) {
                       std::to_string(torch::cuda::device_count()) + " CUDA device(s) are visible");
     device = at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(env.local_rank));
   }
-  if (s.train.precision == "bf16" && !device.is_cuda())
-    throw UserError("train.precision: bf16 autocast needs a CUDA device (device is " + device.str() + ")");
   if (device.is_cuda()) {
     at::globalContext().setAllowTF32CuBLAS(s.train.tf32);
     at::globalContext().setAllowTF32CuDNN(s.train.tf32);
@@ -372,7 +370,7 @@ TrainOutcome train(const TrainerSetup& s) {
   outcome.last_val_loss = std::nan("");
   SignalScope signals;
   Progress progress;
-  const bool autocast = s.train.precision == "bf16" && device.is_cuda();
+  const bool autocast = s.train.precision == "bf16";
   auto interval_start = Clock::now();
   int64_t interval_tokens = 0;
   double train_seconds = 0, probe_seconds = 0;
@@ -421,7 +419,7 @@ TrainOutcome train(const TrainerSetup& s) {
       if (dp) dp->before_forward(sync);
       at::Tensor loss;
       {
-        AutocastScope scope(autocast);
+        AutocastScope scope(autocast, device.type());
         auto out = model->forward(b.inputs, without_logits());
         auto [sum, count] = lm_loss(out, b.targets, b.mask);
         loss = sum / count.clamp_min(1) / static_cast<double>(n_micro);

@@ -27,7 +27,8 @@ def main():
     ap.add_argument("--compile", action="store_true", help="torch.compile the forward and loss")
     ap.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (default: torch's)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps at the start of the dump")
-    ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: bf16 autocast, TF32, as Ablate's bf16)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (cuda: bf16 autocast, TF32, as Ablate's bf16; "
+                                                    "cpu: bf16 autocast when the dump's precision is bf16)")
     args = ap.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -49,6 +50,7 @@ def main():
     model.load_state_dict(state, strict=True)
     dev = torch.device(args.device)
     cuda = dev.type == "cuda"
+    amp = cuda or meta.get("precision") == "bf16"
     if cuda:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -63,7 +65,7 @@ def main():
     params = [p for _, p in named]
 
     def loss_fn(inputs, targets, mask):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
             logits = model(inputs)
         V = logits.shape[-1]
         ce = F.cross_entropy(logits.float().reshape(-1, V), targets.reshape(-1), reduction="none")

@@ -93,7 +93,7 @@ void walk_schema(V& v, E& e) {
   v.field("train.batch", t.batch, "sequences per optimiser step (global, over all ranks)", kPositive);
   v.field("train.micro_batch", t.micro_batch, "sequences per forward/backward per rank; 0 = batch", kNonNegative);
   v.field("train.clip", t.clip, "global gradient-norm clip; 0 = off", kNonNegative);
-  v.choice("train.precision", t.precision, "fp32 | bf16 (autocast, CUDA only)", {"fp32", "bf16"});
+  v.choice("train.precision", t.precision, "fp32 | bf16 (autocast, CUDA or CPU)", {"fp32", "bf16"});
   v.field("train.tf32", t.tf32, "allow TF32 matmuls on CUDA", kAny);
   v.section("train.optimizer", "AdamW with decoupled weight decay");
   v.choice("train.optimizer.name", t.optimizer.name, "optimiser", {"adamw"});

@@ -4,6 +4,7 @@
 // when it applies, composite otherwise); and a whole model's loss and gradients with the kernels
 // on and off.
 #include <ATen/ATen.h>
+#include <ATen/autocast_mode.h>
 #include <catch2/catch.hpp>
 #include <torch/csrc/autograd/function.h>
 
@@ -12,6 +13,7 @@
 #include <cstdio>
 #include <functional>
 #include <limits>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +37,20 @@ struct KernelScope {
     at::set_num_threads(threads_);
   }
   int threads_;
+};
+
+// CPU bf16 autocast for the scope's lifetime (as trainers::AutocastScope, which tests of
+// modules/ do not link).
+struct CpuAutocast {
+  CpuAutocast() {
+    at::autocast::set_autocast_enabled(at::kCPU, true);
+    at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~CpuAutocast() {
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(at::kCPU, false);
+  }
 };
 
 std::string node_name(const at::Tensor& t) { return t.grad_fn() ? t.grad_fn()->name() : std::string("leaf"); }
@@ -356,6 +372,86 @@ TEST_CASE("a model's loss and gradients agree with the fused kernels on and off"
   for (size_t i = 0; i < runs[0].second.size(); ++i) {
     INFO("parameter " << i);
     CHECK(rel_diff(runs[1].second[i], runs[0].second[i]) < 1e-4);
+  }
+}
+
+TEST_CASE("under CPU bf16 autocast the kernels widen bf16 inputs to float32 and run fused", "[modules][kernels]") {
+  KernelScope scope(true, 1);
+  at::manual_seed(11);
+  const int64_t B = 2, H = 2, S = 9, E = 8;
+  auto bf = [](at::IntArrayRef shape) { return at::randn(shape).to(at::kBFloat16).requires_grad_(true); };
+  auto q = bf({B, H, S, E}), kk = bf({B, H, S, E}), v = bf({B, H, S, E});
+  auto x = bf({B, S, 2 * E}), gu = bf({B, S, 2 * E});
+  auto w = at::rand({2 * E}) + 0.5;
+  auto cos = at::randn({S, E}).to(at::kBFloat16), sin = at::randn({S, E}).to(at::kBFloat16);
+  at::Tensor a, n, g, r;
+  {
+    CpuAutocast autocast;
+    a = k::causal_attention(q, kk, v);
+    n = k::rms_norm(x, w, 1e-5);
+    g = k::swiglu(gu);
+    r = k::rope(q, cos, sin);
+  }
+  REQUIRE(a.defined());
+  CHECK(node_name(a).find("CausalAttentionFn") != std::string::npos);
+  CHECK(node_name(n).find("RmsNormFn") != std::string::npos);
+  CHECK(node_name(g).find("SwiGluFn") != std::string::npos);
+  CHECK(node_name(r).find("RopeFn") != std::string::npos);
+  for (const auto* t : {&a, &n, &g, &r}) CHECK(t->scalar_type() == at::kFloat);
+  // Widening is exact, so the values are the float32 kernels' on the widened inputs.
+  auto f = [](const at::Tensor& t) { return t.detach().to(at::kFloat); };
+  CHECK(at::equal(a.detach(), k::causal_attention(f(q), f(kk), f(v)).detach()));
+  CHECK(at::equal(n.detach(), k::rms_norm(f(x), w, 1e-5).detach()));
+  CHECK(at::equal(g.detach(), k::swiglu(f(gu)).detach()));
+  CHECK(at::equal(r.detach(), k::rope(f(q), f(cos), f(sin)).detach()));
+  // Gradients reach the bf16 leaves through the casts.
+  (a.sum() + n.sum() + g.sum() + r.sum()).backward();
+  for (const auto* t : {&q, &kk, &v, &x, &gu}) {
+    REQUIRE(t->grad().defined());
+    CHECK(t->grad().scalar_type() == at::kBFloat16);
+    CHECK(t->grad().abs().sum().item<double>() > 0);
+  }
+  // Without autocast a bf16 input is not widened: the composite path runs in bf16.
+  CHECK(k::causal_attention(q, kk, v).defined() == false);
+  CHECK(node_name(k::rms_norm(x, w.to(at::kBFloat16), 1e-5)).find("RmsNormFn") == std::string::npos);
+}
+
+TEST_CASE("a model under CPU bf16 autocast: kernels on and off agree to bf16 precision", "[modules][kernels]") {
+  auto o = testing::tiny();
+  o.vocab = 97;
+  o.max_seq_len = 16;
+  at::manual_seed(8);
+  auto tokens = at::randint(o.vocab, {3, 12}, at::kLong);
+  auto targets = at::randint(o.vocab, {3, 12}, at::kLong);
+  auto mask = at::ones({3, 12});
+  auto run = [&](bool fused, bool autocast) {
+    KernelScope scope(fused, 1);
+    at::manual_seed(7);
+    LanguageModel model(o);
+    ProbeRequest r;
+    r.logits = false;
+    at::Tensor loss;
+    {
+      std::optional<CpuAutocast> guard;
+      if (autocast) guard.emplace();
+      auto out = model->forward(tokens, r);
+      auto [sum, count] = k::linear_masked_ce(out.hidden, out.head_weight, targets, mask);
+      loss = sum / count;
+    }
+    loss.backward();
+    std::vector<at::Tensor> grads;
+    for (const auto& p : model->parameters()) grads.push_back(p.grad().clone());
+    return std::make_pair(loss.item<double>(), grads);
+  };
+  auto fp32 = run(true, false), on = run(true, true), off = run(false, true);
+  CHECK(on.first != fp32.first);  // the products ran in bf16
+  CHECK(std::abs(on.first - fp32.first) < 1e-2);
+  CHECK(std::abs(on.first - off.first) < 1e-2);
+  for (size_t i = 0; i < on.second.size(); ++i) {
+    INFO("parameter " << i);
+    CHECK(on.second[i].scalar_type() == at::kFloat);
+    CHECK(rel_diff(on.second[i], fp32.second[i]) < 5e-2);
+    CHECK(rel_diff(on.second[i], off.second[i]) < 5e-2);
   }
 }
 

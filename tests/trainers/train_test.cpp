@@ -191,6 +191,31 @@ TEST_CASE("every registered variant trains 20 steps with a finite, falling loss"
   }
 }
 
+TEST_CASE("bf16 autocast on CPU: bf16 matmuls, fp32 weights, a falling loss, exact resume") {
+  TempDir tmp("bf16");
+  const std::vector<std::string> bf16 = {"train.precision=bf16"};
+  trainers::train(setup_for(tmp.sub("fp32")));
+  trainers::train(setup_for(tmp.sub("bf16"), bf16));
+  auto f = losses(tmp.sub("fp32")), b = losses(tmp.sub("bf16"));
+  REQUIRE(f.size() == 12);
+  REQUIRE(b.size() == 12);
+  // Autocast is on: the first loss (same weights, same batch) differs from fp32's in the low
+  // bits only (bf16 keeps 8 significant bits).
+  CHECK(b.front() != f.front());
+  CHECK(std::abs(b.front() - f.front()) < 2e-2);
+  CHECK((b[9] + b[10] + b[11]) / 3.0 < b.front());
+  for (const auto& [name, t] : final_weights(tmp.sub("bf16"))) {
+    INFO(name);
+    CHECK(t.scalar_type() == at::kFloat);
+  }
+  // Stop at step 6 and resume: the same losses as the uninterrupted bf16 run, bit for bit.
+  trainers::train(setup_for(tmp.sub("part"), {"train.precision=bf16", "train.hard_stop=6"}));
+  auto resumed = setup_for(tmp.sub("part"), bf16);
+  resumed.resume_from = *trainers::find_latest_checkpoint(tmp.sub("part"));
+  trainers::train(resumed);
+  CHECK(losses(tmp.sub("part")) == b);
+}
+
 TEST_CASE("a damaged checkpoint is skipped in favour of the previous complete one") {
   TempDir tmp("damage");
   const std::string run = tmp.sub("run");
