@@ -57,8 +57,8 @@ TIERS = [
         "sink-free": "sink-free.yaml",
     }),
     ("natural", "natural text (the 4k BPE shards of ../shared/corpora, BOS at position 0): the scale scan's "
-                "centre point, `natural/base.yaml` (6 layers, d 256, 4 x 64, T 256, 16 seq/step, lr 3e-3, wd 0, "
-                "4,000 steps), 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
+                "centre shape, `natural/base.yaml` (6 layers, d 256, 4 x 64, T 256, 16 seq/step, lr 3e-3, wd 0), "
+                "2,000 steps (8.2 M tokens), bf16 autocast, 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
 ]
 TIER_PARAMS = {
     # heads: head count of the fixed-heads series; hds: its head_dims (base_hd the baseline's);
@@ -792,8 +792,8 @@ def render_scan(pts, out):
                    "(4,096 tokens a step) when nothing else runs; "
                    "`%s/natural/gpu_sweeps.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
                    "The natural tier's sweeps (`natural/natural-*.yaml`, 99 distinct runs of 3 seeds) start from "
-                   "`natural/base.yaml`, the centre point, until the scan says otherwise: ~150 core-hours here, "
-                   "minutes of a GPU. "
+                   "`natural/base.yaml`: the centre's shape for 2,000 steps in bf16 (its header says why), ~30 min "
+                   "a run on one core here, ~50 core-hours in all, minutes of a GPU. "
                    "What the choices may change: the corpus is small (the centre point sees it ~4 times), so late "
                    "spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
                    "random crops (point 8) do not.\n" % (done, len(pts), REL))
