@@ -328,7 +328,7 @@ def probe_numbers(pr):
 # Sweeps whose final checkpoints also get a full `ablate probe` (cached in the run directory as
 # final_probe.json): norm-placement, for P12's "spike before the norm" — the in-training records
 # of runs made before the probe reported norm inputs do not have it.
-FULL_PROBE_SWEEPS = ("norm-placement",)
+FULL_PROBE_SWEEPS = ("norm-placement", "natural-norm-placement")
 FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio"]
 ABLATE = [None]  # the binary, set by main()
 
@@ -783,6 +783,25 @@ def render_scan(pts, out):
                              "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
             for c in sorted(cs, key=lambda c: c["step"]))))
     out.append("")
+    # The scale the natural tier uses, and why (from the centre's curve and the scan's best ratio).
+    centre = pts[0]["curve"] if pts else []
+    first_sink = next((c["step"] for c in sorted(centre, key=lambda c: c["step"])
+                       if (c.get("sink_eps_max") or 0) >= SINK_PRESENT), None)
+    ratios = [(c.get("spike_ratio") or 0, label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
+    best = max(ratios) if ratios else None
+    out.append("**Scale chosen for the natural tier** (`%s/natural/base.yaml`): the centre's shape, 2,000 steps, "
+               "bf16 autocast. The centre shows a sink (max per-layer Sink^0.3 ≥ %g) from step %s; the largest "
+               "top-1/median of any point at any probe so far is %s%s. "
+               "Points that could raise the ratio (depth 12, width 512) cost 2–4× the centre per run, which the "
+               "tier's 99 runs cannot afford here; a GPU lease (`natural/gpu_sweeps.sh`) can. 2,000 steps: the "
+               "centre's ratio levels off by step 1,000 and its sink is there by 1,750.\n" % (
+                   REL, SINK_PRESENT, first_sink if first_sink is not None else "- (none yet)",
+                   "%.1f (%s, step %d)" % best if best else "-",
+                   (", under the %g of a massive activation, so on this CPU the natural tier tests the sink "
+                    "predictions against a present sink and the spike predictions as paired changes of a spike "
+                    "that is large in magnitude but not massive by ratio" % SPIKE_PRESENT)
+                   if not best or best[0] < SPIKE_PRESENT else
+                   " (massive by ratio); the tier keeps the centre's shape, whose own ratio is in the table above"))
     done = sum(1 for p in pts if p["state"] == "done")
     if done < len(pts):
         out.append("**The scan is not finished** (%d of %d points done), so the natural tier has no fixed scale "

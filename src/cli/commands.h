@@ -22,7 +22,8 @@ void add_model_commands(CLI::App& app, Action& action);
 void add_data_commands(CLI::App& app, Action& action);
 void add_train_command(CLI::App& app, Action& action);
 void add_bench_command(CLI::App& app, Action& action);
-void apply_runtime_defaults(char** argv);  // OpenMP spin count and malloc thresholds (run.cpp)
+void apply_runtime_defaults(char** argv);  // OpenMP spin count, malloc thresholds, denormals (run.cpp)
+bool set_flush_denormal(bool on);          // FTZ/DAZ on this and the intra-op threads (run.cpp)
 void add_analysis_commands(CLI::App& app, Action& action);
 void add_sweep_commands(CLI::App& app, Action& action);
 void add_launch_command(CLI::App& app, Action& action);  // data-parallel ranks (launch_command.cpp)

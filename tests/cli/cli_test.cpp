@@ -1,4 +1,5 @@
 // The program's contract: exit codes, one-line errors, help generated from the parser.
+#include <ATen/ATen.h>
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
@@ -6,6 +7,9 @@
 #include <array>
 #include <cstdio>
 #include <string>
+#include <thread>
+
+#include "src/cli/commands.h"
 
 namespace {
 
@@ -76,4 +80,35 @@ TEST_CASE("help and version") {
   CHECK(r.status == 0);
   CHECK(r.out.find("libtorch 2.11.0") != std::string::npos);
   CHECK(r.out.find("cuda usable") != std::string::npos);
+}
+
+namespace {
+// x * 1 for a denormal x, computed where it is called (volatile: not folded at compile time).
+float times_one(float x) {
+  volatile float v = x;
+  volatile float one = 1.0f;
+  return v * one;
+}
+}  // namespace
+
+TEST_CASE("set_flush_denormal: denormals become 0 on this thread, the intra-op threads and new threads") {
+  const float tiny = 1e-39f;  // below FLT_MIN: a denormal
+  const int threads = at::get_num_threads();
+  at::set_num_threads(2);
+  // LibTorch's own parallel ops (this file is not built with OpenMP, LibTorch is): a tensor large
+  // enough to be split over both intra-op threads, which exist before the call.
+  auto big = at::full({1 << 20}, tiny);
+  auto flushed_sum = [&] { return (big * 1.0f).abs().sum().item<double>(); };
+  CHECK(flushed_sum() > 0);
+  REQUIRE(ablate::cli::set_flush_denormal(true));
+  CHECK(times_one(tiny) == 0.0f);
+  CHECK(flushed_sum() == 0);
+  float in_new_thread = -1.0f;
+  std::thread([&] { in_new_thread = times_one(tiny); }).join();
+  CHECK(in_new_thread == 0.0f);
+  // Off again: IEEE gradual underflow everywhere.
+  REQUIRE(ablate::cli::set_flush_denormal(false));
+  CHECK(times_one(tiny) == tiny);
+  CHECK(flushed_sum() > 0);
+  at::set_num_threads(threads);
 }
