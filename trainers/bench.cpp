@@ -48,11 +48,12 @@ int64_t host_peak_rss() {
   return 0;
 }
 
-// Sustained fp32 matmul rate of this CPU with the current thread setting: the best of a few
-// 1024³ products (2·n³ FLOPs each).
-double measured_cpu_peak() {
+// Sustained matmul rate of this CPU in `dtype` (fp32, or bf16 for a bf16-autocast run) with the
+// current thread setting: the best of a few 1024³ products (2·n³ FLOPs each).
+double measured_cpu_peak(at::ScalarType dtype) {
   const int64_t n = 1024;
-  auto a = at::randn({n, n}), b = at::randn({n, n}), c = at::empty({n, n});
+  const auto opt = at::TensorOptions().dtype(dtype);
+  auto a = at::randn({n, n}, opt), b = at::randn({n, n}, opt), c = at::empty({n, n}, opt);
   at::mm_out(c, a, b);
   double best = 1e30;
   for (int i = 0; i < 5; ++i) {
@@ -294,8 +295,9 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
     r.peak_source = r.peak_flops > 0 ? name + " dense bf16 (data sheet)" : name + ": not in the table, give --peak-tflops";
 #endif
   } else {
-    r.peak_flops = measured_cpu_peak();
-    r.peak_source = "measured fp32 matmul (1024^3, " + std::to_string(r.threads) + " threads)";
+    r.peak_flops = measured_cpu_peak(autocast ? at::kBFloat16 : at::kFloat);
+    r.peak_source = std::string("measured ") + (autocast ? "bf16" : "fp32") + " matmul (1024^3, " +
+                    std::to_string(r.threads) + " threads)";
   }
   r.mfu = r.peak_flops > 0 ? r.tokens_per_s * r.flops_per_token / r.peak_flops : 0;
   r.host_peak_rss_bytes = host_peak_rss();
