@@ -30,6 +30,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::Variable;
 using torch::autograd::variable_list;
 
+at::ScalarType compute_dtype(const at::Tensor& t) {
+  return t.device().is_cpu() && t.scalar_type() == at::kBFloat16 && at::autocast::is_autocast_enabled(at::kCPU)
+             ? at::kFloat
+             : t.scalar_type();
+}
+
 namespace {
 
 std::atomic<int> fused_state{-1};  // -1: not read yet
@@ -44,9 +50,7 @@ bool autocast_on() { return at::autocast::is_autocast_enabled(at::kCPU); }
 // fp32 kernels take it (norms, activations, RoPE and attention then run in fp32, like torch
 // autocast's fp32 ops); anything else unchanged. The cast is recorded by autograd.
 at::Tensor widen(const at::Tensor& t) {
-  if (t.defined() && t.device().is_cpu() && t.scalar_type() == at::kBFloat16 && autocast_on())
-    return t.to(at::kFloat);
-  return t;
+  return t.defined() && compute_dtype(t) != t.scalar_type() ? t.to(at::kFloat) : t;
 }
 
 // Rows [begin, end) of a (rows, C) contiguous block.
@@ -570,35 +574,46 @@ at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tens
 }
 
 namespace {
-// Whether the fused attention applies to these tensors (see kernels.h).
-bool attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+// Whether the fused attention applies to tensors of these shapes and layouts (see kernels.h),
+// whatever their dtype: checked before widening under autocast, so that nothing is copied for a
+// call that then takes SDPA.
+bool attention_shape_ok(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
   if (!fused_cpu_enabled() || sgemm_ == nullptr) return false;
   for (const auto* t : {&q, &k, &v})
-    if (!plain_cpu_float(*t) || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(2) < t->size(3) ||
-        t->stride(2) > std::numeric_limits<int>::max())
+    if (!t->defined() || !t->device().is_cpu() || t->dim() != 4 || t->sizes() != q.sizes() || t->stride(3) != 1 ||
+        t->stride(2) < t->size(3) || t->stride(2) > std::numeric_limits<int>::max())
       return false;
   const int64_t B = q.size(0), H = q.size(1), S = q.size(2);
   return q.numel() > 0 && S <= kAttnMaxSeq && B * H * S * S * int64_t(sizeof(float)) <= kAttnMaxSaved;
 }
+
+// The same, and every tensor float32 (after widening).
+bool attention_applies(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v) {
+  return attention_shape_ok(q, k, v) && plain_cpu_float(q) && plain_cpu_float(k) && plain_cpu_float(v);
+}
 }  // namespace
 
 at::Tensor causal_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-                            const at::Tensor& lead_k, const at::Tensor& lead_v) {
-  if (!fused_cpu_enabled()) return {};
+                            const at::Tensor& lead_k_in, const at::Tensor& lead_v_in) {
+  if (!attention_shape_ok(q_in, k_in, v_in)) return {};
+  const bool lead = lead_k_in.defined() || lead_v_in.defined();
+  const std::vector<int64_t> lead_shape{q_in.size(0), q_in.size(1), 1, q_in.size(3)};
+  if (lead)
+    for (const auto* t : {&lead_k_in, &lead_v_in})
+      if (!t->defined() || t->sizes().vec() != lead_shape) return {};
   const at::Tensor q = widen(q_in), k = widen(k_in), v = widen(v_in);
   if (!attention_applies(q, k, v)) return {};
   const double scale = 1.0 / std::sqrt(double(q.size(3)));
   const auto none = at::empty({0}, q.options());
-  if (!lead_k.defined() && !lead_v.defined()) return CausalAttentionFn::apply(q, k, v, none, none, scale, false, 0.0);
-  const std::vector<int64_t> lead_shape{q.size(0), q.size(1), 1, q.size(3)};
-  for (const auto* t : {&lead_k, &lead_v})
-    if (!t->defined() || !plain_cpu_float(*t) || t->sizes().vec() != lead_shape) return {};
+  if (!lead) return CausalAttentionFn::apply(q, k, v, none, none, scale, false, 0.0);
+  const at::Tensor lead_k = widen(lead_k_in), lead_v = widen(lead_v_in);
+  if (!plain_cpu_float(lead_k) || !plain_cpu_float(lead_v)) return {};
   return CausalAttentionFn::apply(q, k, v, lead_k, lead_v, scale, false, 0.0);
 }
 
 at::Tensor causal_sigmoid_attention(const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
                                     double bias) {
-  if (!fused_cpu_enabled()) return {};
+  if (!attention_shape_ok(q_in, k_in, v_in)) return {};
   const at::Tensor q = widen(q_in), k = widen(k_in), v = widen(v_in);
   if (!attention_applies(q, k, v)) return {};
   const auto none = at::empty({0}, q.options());

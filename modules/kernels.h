@@ -18,6 +18,10 @@
 
 namespace ablate::modules::kernels {
 
+// The dtype the kernels compute a tensor in: float32 for a bf16 CPU tensor under CPU autocast
+// (they widen it), else its own (RoPE builds its tables in it).
+at::ScalarType compute_dtype(const at::Tensor& t);
+
 // Whether the fused CPU path is on (ABLATE_FUSED_CPU, read once) — tests may override it.
 bool fused_cpu_enabled();
 void set_fused_cpu_enabled(bool on);

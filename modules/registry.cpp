@@ -152,14 +152,14 @@ class Rope : public PositionImpl {
  private:
   std::pair<at::Tensor, at::Tensor> tables(int64_t S, int64_t E, const at::Tensor& x) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (!(cached_.first.defined() && S == S_ && E == E_ && cached_.first.scalar_type() == x.scalar_type() &&
+    const auto dtype = kernels::compute_dtype(x);  // float32 for bf16 under CPU autocast (widened there)
+    if (!(cached_.first.defined() && S == S_ && E == E_ && cached_.first.scalar_type() == dtype &&
           cached_.first.device() == x.device())) {
       at::NoGradGuard no_grad;
       auto dopt = at::TensorOptions().dtype(at::kDouble).device(x.device());
       auto inv = at::pow(base_, -at::arange(0, E, 2, dopt) / double(E));  // (E/2)
       auto angles = at::outer(at::arange(S, dopt), inv);                  // (S, E/2)
-      cached_ = {at::cat({angles.cos(), angles.cos()}, -1).to(x.scalar_type()),
-                 at::cat({angles.sin(), angles.sin()}, -1).to(x.scalar_type())};
+      cached_ = {at::cat({angles.cos(), angles.cos()}, -1).to(dtype), at::cat({angles.sin(), angles.sin()}, -1).to(dtype)};
       S_ = S;
       E_ = E;
     }

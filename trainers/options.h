@@ -53,7 +53,7 @@ struct TrainOptions {
   int64_t batch = 16;       // sequences per optimiser step (global)
   int64_t micro_batch = 0;  // sequences per forward/backward; 0 = batch
   double clip = 1.0;        // global grad-norm clip; 0 = off
-  std::string precision = "fp32";  // fp32 | bf16 (autocast on CUDA)
+  std::string precision = "fp32";  // fp32 | bf16 (autocast on CUDA or CPU)
   bool tf32 = true;
   OptimizerOptions optimizer;
   ScheduleOptions schedule;

@@ -16,7 +16,7 @@ namespace ablate::trainers {
 // bf16 autocast on `device` (CUDA or CPU) for the scope's lifetime (LibTorch has no C++ guard); a
 // no-op when `enabled` is false. Restores the previous autocast state on exit. On CPU, matrix
 // products then run in bf16 through oneDNN (AMX where the processor has it) and the fused fp32
-// kernels (modules/kernels.h) step aside for the composite path.
+// kernels (modules/kernels.h) widen their bf16 inputs and run in fp32.
 class AutocastScope {
  public:
   AutocastScope(bool enabled, at::DeviceType device) : enabled_(enabled), device_(device) {

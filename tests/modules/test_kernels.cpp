@@ -19,6 +19,7 @@
 
 #include "modules/kernels.h"
 #include "modules/model.h"
+#include "modules/registry.h"
 #include "tests/modules/helpers.h"
 
 using namespace ablate::modules;
@@ -411,6 +412,21 @@ TEST_CASE("under CPU bf16 autocast the kernels widen bf16 inputs to float32 and 
     CHECK(t->grad().scalar_type() == at::kBFloat16);
     CHECK(t->grad().abs().sum().item<double>() > 0);
   }
+  // A leading key/value in bf16 (softmax1's zeros, k_bias's zero value, kv_bias's cast bias) is
+  // widened as well, and RoPE's tables are built in float32 for a bf16 input.
+  {
+    CpuAutocast autocast;
+    auto lead = at::randn({B, H, 1, E}).to(at::kBFloat16);
+    auto with_lead = k::causal_attention(q, kk, v, lead, at::zeros_like(lead));
+    CHECK(node_name(with_lead).find("CausalAttentionFn") != std::string::npos);
+    CHECK(at::equal(with_lead.detach(),
+                    k::causal_attention(f(q), f(kk), f(v), f(lead), at::zeros({B, H, 1, E})).detach()));
+    CHECK(k::compute_dtype(q) == at::kFloat);
+    auto rope = position_registry().get("rope").create(ModelOptions{}, S);
+    auto rotated = rope->rotate(q.detach());
+    CHECK(at::equal(rotated, rope->rotate(f(q))));  // bf16-rounded tables would differ
+  }
+  CHECK(k::compute_dtype(q) == at::kBFloat16);
   // Without autocast a bf16 input is not widened: the composite path runs in bf16.
   CHECK(k::causal_attention(q, kk, v).defined() == false);
   CHECK(node_name(k::rms_norm(x, w.to(at::kBFloat16), 1e-5)).find("RmsNormFn") == std::string::npos);
@@ -420,6 +436,8 @@ TEST_CASE("a model under CPU bf16 autocast: kernels on and off agree to bf16 pre
   auto o = testing::tiny();
   o.vocab = 97;
   o.max_seq_len = 16;
+  o.attention.variant = GENERATE(as<std::string>{}, "softmax", "softmax1", "k_bias", "kv_bias", "sigmoid");
+  INFO("attention " << o.attention.variant);
   at::manual_seed(8);
   auto tokens = at::randint(o.vocab, {3, 12}, at::kLong);
   auto targets = at::randint(o.vocab, {3, 12}, at::kLong);
@@ -447,11 +465,14 @@ TEST_CASE("a model under CPU bf16 autocast: kernels on and off agree to bf16 pre
   CHECK(on.first != fp32.first);  // the products ran in bf16
   CHECK(std::abs(on.first - fp32.first) < 1e-2);
   CHECK(std::abs(on.first - off.first) < 1e-2);
+  // bf16 keeps 8 significant bits: gradients through two layers of bf16 products differ from
+  // fp32's by a few per cent of their largest entry (up to 5.5 % seen, softmax1); a missing or
+  // misrouted gradient differs by ~100 %.
   for (size_t i = 0; i < on.second.size(); ++i) {
     INFO("parameter " << i);
     CHECK(on.second[i].scalar_type() == at::kFloat);
-    CHECK(rel_diff(on.second[i], fp32.second[i]) < 5e-2);
-    CHECK(rel_diff(on.second[i], off.second[i]) < 5e-2);
+    CHECK(rel_diff(on.second[i], fp32.second[i]) < 0.1);
+    CHECK(rel_diff(on.second[i], off.second[i]) < 0.1);
   }
 }
 
