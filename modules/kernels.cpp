@@ -30,10 +30,12 @@ using torch::autograd::AutogradContext;
 using torch::autograd::Variable;
 using torch::autograd::variable_list;
 
+namespace {
+bool autocast_on() { return at::autocast::is_autocast_enabled(at::kCPU); }
+}  // namespace
+
 at::ScalarType compute_dtype(const at::Tensor& t) {
-  return t.device().is_cpu() && t.scalar_type() == at::kBFloat16 && at::autocast::is_autocast_enabled(at::kCPU)
-             ? at::kFloat
-             : t.scalar_type();
+  return t.device().is_cpu() && t.scalar_type() == at::kBFloat16 && autocast_on() ? at::kFloat : t.scalar_type();
 }
 
 namespace {
@@ -44,13 +46,12 @@ bool plain_cpu_float(const at::Tensor& t) {
   return t.defined() && t.device().is_cpu() && t.scalar_type() == at::kFloat && t.dim() >= 1 && t.stride(-1) == 1;
 }
 
-bool autocast_on() { return at::autocast::is_autocast_enabled(at::kCPU); }
-
-// Under CPU autocast, a bf16 CPU tensor (a matrix product's output) as float32, so that the fused
-// fp32 kernels take it (norms, activations, RoPE and attention then run in fp32, like torch
-// autocast's fp32 ops); anything else unchanged. The cast is recorded by autograd.
+// Under CPU autocast with the fused path on, a bf16 CPU tensor (a matrix product's output) as
+// float32, so that the fused fp32 kernels take it (norms, activations, RoPE and attention then run
+// in fp32, like torch autocast's fp32 ops); anything else unchanged (with the fused path off, the
+// composite code sees the bf16 tensor). The cast is recorded by autograd.
 at::Tensor widen(const at::Tensor& t) {
-  return t.defined() && compute_dtype(t) != t.scalar_type() ? t.to(at::kFloat) : t;
+  return t.defined() && fused_cpu_enabled() && compute_dtype(t) != t.scalar_type() ? t.to(at::kFloat) : t;
 }
 
 // Rows [begin, end) of a (rows, C) contiguous block.
@@ -538,7 +539,7 @@ bool fused_cpu_enabled() {
 void set_fused_cpu_enabled(bool on) { fused_state.store(on ? 1 : 0); }
 
 at::Tensor rms_norm(const at::Tensor& x_in, const at::Tensor& weight, double eps) {
-  const at::Tensor x = fused_cpu_enabled() ? widen(x_in) : x_in;
+  const at::Tensor x = widen(x_in);
   if (fused_cpu_enabled() && plain_cpu_float(x) && x.is_contiguous() && plain_cpu_float(weight) &&
       weight.dim() == 1 && weight.size(0) == x.size(-1) && x.numel() > 0)
     return RmsNormFn::apply(x, weight, eps);
@@ -553,7 +554,7 @@ at::Tensor packed_linear(const at::Tensor& x, at::TensorList weights) {
 }
 
 at::Tensor swiglu(const at::Tensor& gu_in) {
-  const at::Tensor gu = fused_cpu_enabled() ? widen(gu_in) : gu_in;
+  const at::Tensor gu = widen(gu_in);
   const int64_t F = gu.size(-1) / 2;
   if (fused_cpu_enabled() && plain_cpu_float(gu) && gu.is_contiguous() && gu.size(-1) % 2 == 0 &&
       gu.numel() > 0)
@@ -562,8 +563,7 @@ at::Tensor swiglu(const at::Tensor& gu_in) {
 }
 
 at::Tensor rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
-  const bool f = fused_cpu_enabled();
-  const at::Tensor x = f ? widen(x_in) : x_in, cos = f ? widen(cos_in) : cos_in, sin = f ? widen(sin_in) : sin_in;
+  const at::Tensor x = widen(x_in), cos = widen(cos_in), sin = widen(sin_in);
   const int64_t E = x.size(-1);
   if (fused_cpu_enabled() && x.dim() == 4 && plain_cpu_float(x) && E % 2 == 0 &&
       plain_cpu_float(cos) && plain_cpu_float(sin) && cos.is_contiguous() && sin.is_contiguous() &&
