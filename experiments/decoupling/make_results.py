@@ -20,6 +20,10 @@ directories are gone (the script then reads those CSVs back).
 Outputs: RESULTS.md, results/<sweep>/{report.json,report.csv,report.html,points.csv,curves.csv},
 results/emergence.{csv,svg} (synthetic tier) and results/natural-emergence.{csv,svg}.
 
+Finished runs leave small records under results/<sweep>/records/ (committed), from which a fresh
+checkout restores its run directories (`--restore`, also done before every `sweep report`), so a
+sweep can be finished over several checkouts without training a finished point twice.
+
 Options for smoke tests: --set k=v (passed to `sweep report`, must equal the `sweep run --set`),
 --runs-root DIR (runs in DIR/<sweep>/ instead of experiments/decoupling/runs/<sweep>/),
 --out-dir DIR (write RESULTS.md and results/ there instead); --natural-set k=v as --set, for the
@@ -28,9 +32,11 @@ natural tier and the scan only (runs trained with natural/gpu_sweeps.sh carry tw
 
 import argparse
 import csv
+import gzip
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 
@@ -73,7 +79,12 @@ TIER_PARAMS = {
 }
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
-SCAN = ("natural-scale-scan", "natural/scale-scan.yaml")
+# SCAN is the scan at the natural tier's own settings (natural/scan.yaml: its centre is
+# natural/base.yaml); FIRST_SCAN the first pass (natural/scale-scan.yaml: 4,000 steps, fp32,
+# in-training probes over the first 64 positions), of which the centre and weight decay 0.1 ran.
+SCAN = ("natural-scan", "natural/scan.yaml")
+FIRST_SCAN = ("natural-scale-scan", "natural/scale-scan.yaml")
+SCANS = (SCAN, FIRST_SCAN)
 SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "depth 12", "depth 3",
                "head_dim 32 (8 heads)", "head_dim 128 (2 heads)", "lr 1e-2", "lr 1e-3", "weight decay 0.1",
                "random crops (no BOS)", "byte-level", "width 512 (8 x 64)"]
@@ -411,9 +422,9 @@ def load_sweep(name, results_dir, runs_dir):
                         pt[m] = last[m]
             if name in FULL_PROBE_SWEEPS:
                 pt.update(full_probe(os.path.dirname(mpath)))
-            elif name == SCAN[0]:
+            elif name in (SCAN[0], FIRST_SCAN[0]):
                 pt.update(full_probe(os.path.dirname(mpath), SCAN_PROBE_SETS, "final_probe_T256.json"))
-        else:  # run directories gone: the numbers the script extracted last time
+        elif pt["state"] != "pending":  # run directories gone: the numbers the script extracted last time
             old = old_points.get((vkey, seed))
             if old:
                 for m in EXTRA_COLS:
@@ -425,6 +436,105 @@ def load_sweep(name, results_dir, runs_dir):
                 pt["curve"].append(c)
         points.append(pt)
     return points
+
+
+# ---- run records: what survives a fresh checkout ------------------------------------------------
+# Run directories (checkpoints) are not committed, and a new checkout of the repository has none. So
+# that a sweep can be finished over several checkouts, every finished run leaves a record under
+# results/<sweep>/records/<run id>/: run.json, done, config.yaml, the final probes and
+# metrics.jsonl.gz (all that `sweep report`, share_points.py and this script read). Before `sweep
+# report`, records whose run directory is absent are unpacked into the runs directory (`sweep run`
+# then skips them as finished; `--restore` does only this); after it, finished runs without a
+# record get one.
+RECORD_FILES = ("run.json", "done", "config.yaml", "final_probe.json", "final_probe_T256.json")
+
+
+def restore_records(name, results_dir, runs_dir):
+    rec = os.path.join(results_dir, name, "records")
+    if not os.path.isdir(rec):
+        return 0
+    n = 0
+    for rid in sorted(os.listdir(rec)):
+        src, dst = os.path.join(rec, rid), os.path.join(runs_dir, rid)
+        if os.path.exists(os.path.join(dst, "metrics.jsonl")) or not os.path.exists(os.path.join(src, "done")):
+            continue
+        os.makedirs(dst, exist_ok=True)
+        for fn in RECORD_FILES:
+            if os.path.exists(os.path.join(src, fn)):
+                shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
+        with gzip.open(os.path.join(src, "metrics.jsonl.gz"), "rb") as f, \
+                open(os.path.join(dst, "metrics.jsonl"), "wb") as g:
+            shutil.copyfileobj(f, g)
+        n += 1
+    return n
+
+
+def archive_records(name, results_dir, runs_dir):
+    if not os.path.isdir(runs_dir):
+        return 0
+    n = 0
+    for rid in sorted(os.listdir(runs_dir)):
+        src, dst = os.path.join(runs_dir, rid), os.path.join(results_dir, name, "records", rid)
+        if not (os.path.exists(os.path.join(src, "done")) and os.path.exists(os.path.join(src, "metrics.jsonl"))):
+            continue
+        if os.path.exists(os.path.join(dst, "done")):
+            continue
+        os.makedirs(dst, exist_ok=True)
+        for fn in RECORD_FILES[2:] + RECORD_FILES[:1]:
+            if os.path.exists(os.path.join(src, fn)):
+                shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
+        with open(os.path.join(src, "metrics.jsonl"), "rb") as f, \
+                gzip.GzipFile(os.path.join(dst, "metrics.jsonl.gz"), "wb", mtime=0) as g:
+            shutil.copyfileobj(f, g)
+        shutil.copyfile(os.path.join(src, "done"), os.path.join(dst, "done"))  # last: marks a complete record
+        n += 1
+    return n
+
+
+def keep_earlier_points(rep_path, old_text):
+    """After `sweep report` rewrote rep_path: a point the earlier report had finished, but whose run
+    directory (and record) is gone, keeps the earlier report's entry (runs from before records)."""
+    if not old_text:
+        return 0
+    try:
+        old = {p.get("id"): p for p in json.loads(old_text).get("points", [])}
+        with open(rep_path) as f:
+            rep = json.load(f)
+    except (OSError, ValueError):
+        return 0
+    n = 0
+    for i, p in enumerate(rep.get("points", [])):
+        o = old.get(p.get("id"))
+        if p.get("state") != "done" and o and o.get("state") == "done":
+            rep["points"][i] = dict(o, kept_from_earlier_report=True)
+            n += 1
+    if n:
+        with open(rep_path, "w") as f:
+            json.dump(rep, f, indent=1)
+    return n
+
+
+def sweep_report(ablate, sweep_path, name, results_dir, runs_dir, sets):
+    """`ablate sweep report` for one sweep into results/<name>/, with the records restored first and
+    archived after. Returns False when the report failed."""
+    rdir = os.path.join(results_dir, name)
+    os.makedirs(rdir, exist_ok=True)
+    restore_records(name, results_dir, runs_dir)
+    rep_path = os.path.join(rdir, "report.json")
+    old_text = open(rep_path).read() if os.path.exists(rep_path) else None
+    cmd = [ablate, "sweep", "report", sweep_path, "--runs", runs_dir,
+           "--out", os.path.join(rdir, "report.html"), "--csv", os.path.join(rdir, "report.csv"), "--json", rep_path]
+    for s in sets:
+        cmd += ["--set", s]
+    r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        print("make_results: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stdout), file=sys.stderr)
+        return False
+    kept = keep_earlier_points(rep_path, old_text)
+    if kept:
+        print("make_results: %s: %d finished point(s) without a run directory or record kept from the earlier "
+              "report.json (report.html and report.csv list them as pending)" % (name, kept), file=sys.stderr)
+    return True
 
 
 def write_sweep_csvs(name, points, results_dir):
@@ -751,87 +861,93 @@ def render_tier(tier, desc, axes, data, out):
 
 
 # ---- emergence curves ----------------------------------------------------------------------------
-def render_scan(pts, out):
-    out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
-    out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g) and a sink (max "
-               "per-layer Sink^0.3 ≥ %g) on ../shared/corpora (brown-nonfiction + nlpcorpus, 3.78 M tokens "
-               "with the 4k BPE)? Sweep `%s/%s`: one knob at a time around a centre point, one seed, 4,000 "
-               "steps of 16 × 256 tokens (16.4 M tokens, ~4.3 epochs); emergence over tokens seen from the "
-               "in-training probes every 250 steps.\n" % (SPIKE_PRESENT, SINK_PRESENT, REL, SCAN[1]))
-    if pts is None:
-        out.append("**Not run yet.** Cost: the centre point trains at ~3.4 k tokens/s on this 2-core CPU with both "
-                   "cores (`ablate bench`, the small model at the same width), so ~80 min per point and ~15 h for "
-                   "the 11; the synthetic tier took the CPU in this session. Prepared for a GPU host: "
-                   "`%s/natural/gpu_sweeps.sh` (all points concurrently, bf16). Until the scan has run, the natural "
-                   "tier has no baseline, so every prediction there is **not run yet**. What the choices may "
-                   "change: the corpus is small (repeated ~4 times in the centre point), so the spike and sink "
-                   "measured late may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
-                   "random crops do not.\n" % REL)
-        return
-    out.append("The in-training probes read the first 64 positions (the default `probe.seq_len`, min(64, T)); a "
-               "finished point's last checkpoint is also probed over its whole context, T 256 (`ablate probe RUN "
-               "--set probe.seq_len=256`, 100 validation sequences), and \"both present\" uses those numbers "
-               "when they exist.\n")
-    out.append("| point | state | step | top-1/median (T 64) | spike (T 64) | max layer Sink^0.3 (T 64) | "
-               "top-1/median (T 256) | max layer Sink^0.3 (T 256) | val loss | both present |")
+def scan_table(pts, out, probe_len):
+    """Rows of one scan: the last in-training probe (over probe_len positions) and, for finished
+    points, the whole-context probe of the last checkpoint (100 validation sequences)."""
+    out.append("| point | state | step | top-1/median (%s) | spike (%s) | max layer Sink^0.3 (%s) | "
+               "top-1/median (final, T 256) | max layer Sink^0.3 (final, T 256) | val loss | both present |"
+               % (probe_len, probe_len, probe_len))
     out.append("|---|---|---|---|---|---|---|---|---|---|")
-    label = lambda i, p: SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+    f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
     for i, p in enumerate(pts):
-        lab = label(i, p)
-        full = p.get("fp_ratio") is not None and p.get("fp_sink_eps_max") is not None
-        r, k = (p["fp_ratio"], p["fp_sink_eps_max"]) if full else (p["spike_ratio"], p["sink_eps_max"])
-        both = r is not None and k is not None and r >= SPIKE_PRESENT and k >= SINK_PRESENT
-        f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
         out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            lab, p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
+            scan_label(i, p), p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
             f(p["sink_eps_max"], ".3f"), f(p.get("fp_ratio"), ".1f"), f(p.get("fp_sink_eps_max"), ".3f"),
-            f(p["val_loss"], ".4f"), "yes" if both else "no"))
+            f(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
     out.append("")
     out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3):\n")
     for i, p in enumerate(pts):
-        lab = label(i, p)
-        cs = [c for c in p["curve"] if c.get("step") is not None]
-        if not cs:
-            continue
-        out.append("- %s: %s" % (lab, "; ".join(
-            "%d → %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
-                             "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
-            for c in sorted(cs, key=lambda c: c["step"]))))
+        cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
+        if cs:
+            out.append("- %s: %s" % (scan_label(i, p), "; ".join(
+                "%d → %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
+                                 "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
+                for c in cs)))
     out.append("")
-    # The scale the natural tier uses, and why (the scan's best ratio and full-context sinks).
-    ratios = [(c.get("spike_ratio") or 0, label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
-    best = max(ratios) if ratios else None
-    full = ["%s: top-1/median %.1f, max layer Sink^0.3 %.3f" % (label(i, p), p["fp_ratio"], p["fp_sink_eps_max"])
-            for i, p in enumerate(pts) if p.get("fp_ratio") is not None and p.get("fp_sink_eps_max") is not None]
-    out.append("**Scale used for the natural tier** (`%s/natural/base.yaml`): the centre's shape, 2,000 steps, bf16 "
-               "autocast, probes over the whole context (T 256). The largest top-1/median of any point at any "
-               "in-training probe so far is %s (threshold %g). The sink those probes see in the centre (one "
-               "layer-2 head, max per-layer Sink^0.3 0.25 over the first 64 positions from step 1,250) is not there "
-               "over the whole context: `build/ablate probe <centre run>/checkpoints/step_00003000 --set "
-               "probe.seq_len=T --set probe.sequences=32` gives 0.25 at T 64 and 0 at T 256 (sink mass 0.121 and "
-               "0.043), and the lr 1e-2 point at step 903 has 0 at both. Finished points over the whole context: "
-               "%s. So at this CPU scale the natural tier's sink tests meet a baseline without a sink (inconclusive "
-               "by the rule above unless a variant makes one), and its spike tests compare the largest activation "
-               "(~900), large in magnitude but not massive by ratio. The knobs that could still give a sink are "
-               "being scanned: weight decay 0.1 (Gu et al. find that weight decay encourages sinks), random crops, "
-               "head_dim 128, depth 12, width 512, and more tokens; a GPU lease (`natural/gpu_sweeps.sh`) can take "
-               "the larger points. 2,000 steps: the centre's ratio levels off by step 1,000.\n" % (
-                   REL, "%.1f (%s, step %d)" % best if best else "-", SPIKE_PRESENT,
-                   "; ".join(full) if full else "none yet"))
-    done = sum(1 for p in pts if p["state"] == "done")
-    if done < len(pts):
-        out.append("**The scan is not finished** (%d of %d points done), so the natural tier has no fixed scale "
-                   "and its predictions stay **not run yet**. Points resume from their last checkpoint (every 500 "
-                   "steps) with the same command. Cost on this 2-core CPU: each run's train.log reports 2.1–2.3 k "
-                   "tokens/s for the centre shape on one core beside another job, so ~2 h per 4,000-step point "
-                   "(4,096 tokens a step) when nothing else runs; "
-                   "`%s/natural/gpu_sweeps.sh` runs all 11 points at once on a GPU host (none was lent to this task). "
-                   "The natural tier's sweeps (`natural/natural-*.yaml`, 99 distinct runs of 3 seeds) start from "
-                   "`natural/base.yaml`: the centre's shape for 2,000 steps in bf16 (its header says why), ~30 min "
-                   "a run on one core here, ~50 core-hours in all, minutes of a GPU. "
-                   "What the choices may change: the corpus is small (the centre point sees it ~4 times), so late "
-                   "spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target that "
-                   "random crops (point 8) do not.\n" % (done, len(pts), REL))
+
+
+def scan_label(i, p):
+    return SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+
+
+def scan_both(p):
+    """Both phenomena present at a scan point: the final whole-context probe where there is one."""
+    full = p.get("fp_ratio") is not None and p.get("fp_sink_eps_max") is not None
+    r, k = (p["fp_ratio"], p["fp_sink_eps_max"]) if full else (p["spike_ratio"], p["sink_eps_max"])
+    return r is not None and k is not None and r >= SPIKE_PRESENT and k >= SINK_PRESENT
+
+
+def render_scan(pts, first, out):
+    out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
+    out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g) and a sink (max "
+               "per-layer Sink^0.3 ≥ %g) on ../shared/corpora (brown-nonfiction + nlpcorpus, 3.78 M tokens "
+               "with the 4k BPE)? Sweep `%s/%s`: one knob at a time around `natural/base.yaml` (the natural "
+               "sweeps' own baseline: point 0 is the same configuration), one seed, 2,000 steps of 16 × 256 tokens "
+               "(8.2 M tokens, ~2.2 epochs) in bf16 autocast, in-training probes over the whole context (T 256, 16 "
+               "sequences) every 250 steps; each finished point's last checkpoint is probed again on 100 validation "
+               "sequences (`ablate probe RUN --set probe.seq_len=256`), and \"both present\" uses that probe.\n"
+               % (SPIKE_PRESENT, SINK_PRESENT, REL, SCAN[1]))
+    if pts is None:
+        out.append("**Not run yet.**\n")
+    else:
+        scan_table(pts, out, "T 256")
+        done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
+        both = [scan_label(i, p) for i, p in done if scan_both(p)]
+        ratios = [(c.get("spike_ratio") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
+        sinks = [(c.get("sink_eps_max") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
+        todo = [scan_label(i, p) for i, p in enumerate(pts) if p["state"] != "done"]
+        txt = ("**Where the scan stands**: %d of %d points finished. Largest top-1/median at any in-training probe: "
+               "%s; largest max per-layer Sink^0.3: %s. " % (
+                   len(done), len(pts), "%.1f (%s, step %d)" % max(ratios) if ratios else "-",
+                   "%.3f (%s, step %d)" % max(sinks) if sinks else "-"))
+        if both:
+            txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
+                    "move to (`natural/base.yaml`). " % ", ".join(both))
+        else:
+            txt += ("No finished point shows both, so the natural tier stays at `natural/base.yaml`'s scale (the "
+                    "centre): there its sink tests meet a baseline without a sink (inconclusive by the rule above "
+                    "unless a variant makes one), and its spike tests compare the largest activation, large in "
+                    "magnitude but not massive by ratio. ")
+        if todo:
+            txt += "Not finished: %s." % ", ".join(todo)
+        out.append(txt + "\n")
+    out.append("**First pass** (`%s/%s`: the same knobs at 4,000 steps, 16.4 M tokens, fp32, in-training probes "
+               "over the first 64 positions, the default `probe.seq_len`). Its centre and weight decay 0.1 ran to "
+               "the end; it is kept for tokens seen (the centre's curve to 16.4 M tokens) and for what it showed "
+               "about probe length: the sink its in-training probes see in the centre (one layer-2 head, Sink^0.3 "
+               "0.25 over the first 64 positions from step 1,250) is not there over the whole context "
+               "(`build/ablate probe <centre run>/checkpoints/step_00003000 --set probe.seq_len=T --set "
+               "probe.sequences=32`: 0.25 at T 64, 0 at T 256; sink mass 0.121 and 0.043). The natural tier's "
+               "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1]))
+    if first is not None:
+        scan_table(first, out, "T 64")
+    out.append("Cost on this 2-core CPU: a centre-shape run trains at ~5 k tokens/s on one core in bf16 "
+               "(each run's train.log), ~27 min per 2,000-step point; depth 12 and width 512 cost ~2× and ~3.5× "
+               "that. `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
+               "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
+               "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
+               "that random crops (point 8) do not; more real English text was not obtained (the corpora are "
+               "what the tier trains on).\n" % (REL, REL, SCAN[1]))
 
 
 def emergence(data, results_dir, out_dir, stem):
@@ -932,7 +1048,18 @@ def main():
                          "train.precision=bf16 for runs from natural/gpu_sweeps.sh)")
     ap.add_argument("--runs-root", default=None, help="runs in DIR/<sweep>/ (default: <sweep dir>/runs/<sweep>)")
     ap.add_argument("--out-dir", default=HERE, help="where RESULTS.md and results/ go (default: this directory)")
+    ap.add_argument("--restore", action="store_true",
+                    help="only unpack the committed run records into the runs directories (before `sweep run` "
+                         "or share_points.py in a new checkout), then exit")
     a = ap.parse_args()
+    if a.restore:
+        n = 0
+        for fname in [f for _, _, axes in TIERS for f in axes.values()] + [f for _, f in SCANS]:
+            name = os.path.splitext(os.path.basename(fname))[0]
+            runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
+            n += restore_records(name, os.path.join(os.path.abspath(a.out_dir), "results"), runs)
+        print("make_results: %d run record(s) restored" % n)
+        return
     out_dir = os.path.abspath(a.out_dir)
     results_dir = os.path.join(out_dir, "results")
     os.makedirs(results_dir, exist_ok=True)
@@ -950,34 +1077,31 @@ def main():
             sweep_path = os.path.join(REL, fname)
             runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
             rdir = os.path.join(results_dir, name)
-            if not a.no_report and os.path.isdir(runs) and os.path.exists(a.ablate):
-                os.makedirs(rdir, exist_ok=True)
-                cmd = [a.ablate, "sweep", "report", sweep_path, "--runs", runs,
-                       "--out", os.path.join(rdir, "report.html"), "--csv", os.path.join(rdir, "report.csv"),
-                       "--json", os.path.join(rdir, "report.json")]
-                for s in a.set + (a.natural_set if tier == "natural" else []):
-                    cmd += ["--set", s]
-                r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                if r.returncode != 0:
-                    print("make_results: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stdout), file=sys.stderr)
+            has_runs = os.path.isdir(runs) or os.path.isdir(os.path.join(rdir, "records"))
+            if not a.no_report and has_runs and os.path.exists(a.ablate):
+                sweep_report(a.ablate, sweep_path, name, results_dir, runs,
+                             a.set + (a.natural_set if tier == "natural" else []))
             pts = load_sweep(name, results_dir, runs)
             if pts is not None:
                 write_sweep_csvs(name, pts, results_dir)
+                if not a.no_report:
+                    archive_records(name, results_dir, runs)
             sweeps[axis] = pts
         tier_data.append((tier, desc, axes, Data(sweeps, TIER_PARAMS[tier])))
 
-    scan_name, scan_file = SCAN
-    scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
-    scan_dir = os.path.join(results_dir, scan_name)
-    if not a.no_report and os.path.isdir(scan_runs) and os.path.exists(a.ablate):
-        os.makedirs(scan_dir, exist_ok=True)
-        subprocess.run([a.ablate, "sweep", "report", os.path.join(REL, scan_file), "--runs", scan_runs,
-                        "--out", os.path.join(scan_dir, "report.html"), "--csv", os.path.join(scan_dir, "report.csv"),
-                        "--json", os.path.join(scan_dir, "report.json")]
-                       + [x for s in a.natural_set for x in ("--set", s)], cwd=REPO, stdout=subprocess.DEVNULL)
-    scan_pts = load_sweep(scan_name, results_dir, scan_runs)
-    if scan_pts is not None:
-        write_sweep_csvs(scan_name, scan_pts, results_dir)
+    scan_pts = {}
+    for scan_name, scan_file in SCANS:
+        scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
+        scan_dir = os.path.join(results_dir, scan_name)
+        if not a.no_report and (os.path.isdir(scan_runs) or os.path.isdir(os.path.join(scan_dir, "records"))) \
+                and os.path.exists(a.ablate):
+            sweep_report(a.ablate, os.path.join(REL, scan_file), scan_name, results_dir, scan_runs, a.natural_set)
+        pts = load_sweep(scan_name, results_dir, scan_runs)
+        if pts is not None:
+            write_sweep_csvs(scan_name, pts, results_dir)
+            if not a.no_report:
+                archive_records(scan_name, results_dir, scan_runs)
+        scan_pts[scan_name] = pts
 
     lines += ["## Verdict rule", "",
               "Each prediction is split into tests; each test compares a variant with its sweep's baseline "
@@ -1007,7 +1131,7 @@ def main():
     for tier, desc, axes, data in tier_data:
         render_tier(tier, desc, axes, data, lines)
 
-    render_scan(scan_pts, lines)
+    render_scan(scan_pts[SCAN[0]], scan_pts[FIRST_SCAN[0]], lines)
 
     for tier, desc, axes, data in tier_data:
         stem = "emergence" if tier == "synthetic" else tier + "-emergence"
@@ -1048,11 +1172,13 @@ def main():
               "The natural tier's runs use a build's defaults (fused kernels on), under the same rule: one build per "
               "sweep (on a GPU host, `natural/gpu_sweeps.sh SLOTS <sweep files>` instead, and this script then "
               "needs `--natural-set device=cuda --natural-set train.precision=bf16`).",
-              "", "```sh"]
+              "", "```sh",
+              "python3 %s/make_results.py --restore   # a new checkout: run directories from the committed records" % REL]
     for tier, desc, axes in TIERS:
         if tier == "natural":
             lines += ["%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
-                      "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1])]
+                      "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1]),
+                      "build/ablate sweep run %s/%s --slots 2   # its first pass (optional)" % (REL, FIRST_SCAN[1])]
         for axis, fname in axes.items():
             lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
                                                                        REL, fname))

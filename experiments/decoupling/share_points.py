@@ -30,8 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 AXES = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
         "weight-decay", "sink-free"]
 # The synthetic tier's sweeps, then the natural tier's (natural/natural-<axis>.yaml, sharing the
-# natural baseline among themselves; configs of different tiers never hash alike).
-SWEEPS = AXES + ["natural/natural-" + a for a in AXES]
+# natural baseline among themselves and with the scale scan's centre, natural/scan.yaml point 0;
+# configs of different tiers never hash alike).
+SWEEPS = AXES + ["natural/natural-" + a for a in AXES] + ["natural/scan"]
 
 
 def planned(ablate, sweep):

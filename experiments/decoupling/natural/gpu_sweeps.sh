@@ -18,7 +18,7 @@ OUT=${OUT:-/tmp/gpu-sweeps-out}
 SLOTS=${1:-6}
 shift || true
 SWEEPS=("$@")
-[[ ${#SWEEPS[@]} -gt 0 ]] || SWEEPS=(experiments/decoupling/natural/scale-scan.yaml)
+[[ ${#SWEEPS[@]} -gt 0 ]] || SWEEPS=(experiments/decoupling/natural/scan.yaml)
 SET=(--set device=cuda --set train.precision=bf16)
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 for sweep in "${SWEEPS[@]}"; do
