@@ -2,6 +2,10 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <limits>
 #include <map>
 
 #include "data/core/errors.h"
@@ -30,6 +34,33 @@ void load_parameters(modules::LanguageModel& model, const Tensors& saved, const 
   if (by_name.size() != params.size())
     throw UserError(source + ": holds " + std::to_string(by_name.size()) + " parameters, the model has " +
                     std::to_string(params.size()));
+}
+
+double cpu_bf16_matmul_slowdown() {
+  at::NoGradGuard no_grad;
+  const auto a = at::randn({256, 256});
+  const auto b = at::randn({256, 256});
+  auto best = [](const at::Tensor& x, const at::Tensor& y) {
+    double t = std::numeric_limits<double>::infinity();
+    at::Tensor out = at::mm(x, y);  // warm-up: packing buffers, oneDNN primitive creation
+    for (int i = 0; i < 3; ++i) {
+      const auto t0 = std::chrono::steady_clock::now();
+      out = at::mm(x, y);
+      t = std::min(t, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }
+    return std::max(t, 1e-9);
+  };
+  const double fp32 = best(a, b);
+  const double bf16 = best(a.to(at::kBFloat16), b.to(at::kBFloat16));
+  return bf16 / fp32;
+}
+
+std::string cpu_bf16_warning(double slowdown) {
+  if (!(slowdown > 2.0)) return "";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.1f", slowdown);
+  return std::string("train.precision bf16: this CPU multiplies bf16 matrices ") + buf +
+         "x slower than fp32 (LibTorch has a fast bf16 path only with AVX-512 or AMX); fp32 trains faster here";
 }
 
 }  // namespace ablate::trainers

@@ -58,6 +58,16 @@ inline modules::ProbeRequest without_logits() {
 std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, const at::Tensor& targets,
                                           const at::Tensor& mask);
 
+// How many times slower a bf16 matrix product is than an fp32 one on this CPU (a 256 x 256 x 256
+// product, best of 3, on the current intra-op threads; a few milliseconds). LibTorch multiplies bf16
+// matrices through oneDNN only on CPUs with AVX-512 (or AMX); elsewhere (AVX2-only CPUs such as AMD
+// Zen 2/3) it falls back to a reference loop, and bf16 autocast then trains ~20x slower than fp32.
+double cpu_bf16_matmul_slowdown();
+
+// The warning the trainer and the benchmark log for train.precision bf16 on CPU when `slowdown`
+// (cpu_bf16_matmul_slowdown) is above 2, else "".
+std::string cpu_bf16_warning(double slowdown);
+
 // Copies saved parameters into `model` by name. UserError naming `source` if a parameter is
 // missing, has another shape, or the file holds parameters the model lacks.
 void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source);

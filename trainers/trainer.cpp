@@ -305,6 +305,14 @@ TrainOutcome train(const TrainerSetup& s) {
   const int64_t tokens_per_step = s.train.batch * s.data.seq_len;
   int64_t step = 0, tokens = 0;
 
+  // bf16 autocast on a CPU without a fast bf16 matrix path is a large slowdown, not a speed-up: say so
+  // (the run still trains as configured; its id and results depend on the precision).
+  double bf16_slowdown = 0;
+  if (main_rank && !device.is_cuda() && s.train.precision == "bf16") {
+    bf16_slowdown = cpu_bf16_matmul_slowdown();
+    if (auto w = cpu_bf16_warning(bf16_slowdown); !w.empty()) log::warn(w);
+  }
+
   const std::string metrics_path = (fs::path(s.run_dir) / "metrics.jsonl").string();
   if (s.resume_from.empty()) {
     if (main_rank) {
@@ -318,6 +326,7 @@ TrainOutcome train(const TrainerSetup& s) {
                              {"data_order_hash", loader.order_hash(std::min<int64_t>(256, loader.samples_per_epoch()))},
                              {"world_size", env.world},
                              {"provenance", provenance(s.git_commit)}};
+      if (bf16_slowdown > 0) info["cpu_bf16_matmul_slowdown"] = bf16_slowdown;
       data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
     }
   } else {

@@ -64,7 +64,7 @@ TIERS = [
     }),
     ("natural", "natural text (the 4k BPE shards of ../shared/corpora, BOS at position 0): the scale scan's "
                 "centre shape, `natural/base.yaml` (6 layers, d 256, 4 x 64, T 256, 16 seq/step, lr 3e-3, wd 0), "
-                "2,000 steps (8.2 M tokens), bf16 autocast, probes over T 256, 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
+                "2,000 steps (8.2 M tokens), fp32 (bf16 on a GPU host), probes over T 256, 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
 ]
 TIER_PARAMS = {
     # heads: head count of the fixed-heads series; hds: its head_dims (base_hd the baseline's);
@@ -903,7 +903,7 @@ def render_scan(pts, first, out):
                "per-layer Sink^0.3 ≥ %g) on ../shared/corpora (brown-nonfiction + nlpcorpus, 3.78 M tokens "
                "with the 4k BPE)? Sweep `%s/%s`: one knob at a time around `natural/base.yaml` (the natural "
                "sweeps' own baseline: point 0 is the same configuration), one seed, 2,000 steps of 16 × 256 tokens "
-               "(8.2 M tokens, ~2.2 epochs) in bf16 autocast, in-training probes over the whole context (T 256, 16 "
+               "(8.2 M tokens, ~2.2 epochs) in fp32, in-training probes over the whole context (T 256, 16 "
                "sequences) every 250 steps; each finished point's last checkpoint is probed again on 100 validation "
                "sequences (`ablate probe RUN --set probe.seq_len=256`), and \"both present\" uses that probe.\n"
                % (SPIKE_PRESENT, SINK_PRESENT, REL, SCAN[1]))
@@ -941,9 +941,10 @@ def render_scan(pts, first, out):
                "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1]))
     if first is not None:
         scan_table(first, out, "T 64")
-    out.append("Cost on this 2-core CPU: a centre-shape run trains at ~5 k tokens/s on one core in bf16 "
-               "(each run's train.log), ~27 min per 2,000-step point; depth 12 and width 512 cost ~2× and ~3.5× "
-               "that. `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
+    out.append("Cost on the 2-core CPU hosts of this project (each run's train.log, one core per run, two runs "
+               "at a time): a centre-shape point (2,000 steps) takes ~90 min in fp32 on an AMD EPYC (Zen 3, AVX2; "
+               "1.5 k tokens/s) and ~40 min on the AVX-512/AMX Xeon (bf16 there: ~27 min, but bf16 has no fast "
+               "path on AVX2 CPUs, 71 tokens/s); depth 12 and width 512 cost ~2× and ~3.5× that. `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
                "that random crops (point 8) do not; more real English text was not obtained (the corpora are "

@@ -9,9 +9,13 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <thread>
+
+#include <nlohmann/json.hpp>
 
 #include "data/core/errors.h"
 #include "data/formats/metrics_log.h"
@@ -20,6 +24,7 @@
 #include "src/config/config.h"
 #include "trainers/checkpoint.h"
 #include "trainers/optimizer.h"
+#include "trainers/step.h"
 #include "trainers/trainer.h"
 
 using namespace ablate;
@@ -70,6 +75,13 @@ std::vector<double> losses(const std::string& run_dir, const std::string& split 
 
 data::NamedTensors final_weights(const std::string& run_dir) {
   return data::load_safetensors(*trainers::find_latest_checkpoint(run_dir) + "/model.safetensors").tensors;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 void require_identical(const data::NamedTensors& a, const data::NamedTensors& b) {
@@ -208,6 +220,18 @@ TEST_CASE("bf16 autocast on CPU: bf16 matmuls, fp32 weights, a falling loss, exa
     INFO(name);
     CHECK(t.scalar_type() == at::kFloat);
   }
+  // The run measured how much slower bf16 matrix products are here, recorded it in run.json, and
+  // warned in train.log exactly when they are more than 2x slower (AVX2-only CPUs); fp32 runs do not measure.
+  auto run_json = [&](const std::string& d) { return nlohmann::json::parse(read_file(d + "/run.json")); };
+  REQUIRE(run_json(tmp.sub("bf16")).contains("cpu_bf16_matmul_slowdown"));
+  const double slowdown = run_json(tmp.sub("bf16"))["cpu_bf16_matmul_slowdown"].get<double>();
+  CHECK(slowdown > 0);
+  CHECK(std::isfinite(slowdown));
+  CHECK_FALSE(run_json(tmp.sub("fp32")).contains("cpu_bf16_matmul_slowdown"));
+  const bool warned = read_file(tmp.sub("bf16") + "/train.log").find("multiplies bf16 matrices") != std::string::npos;
+  CHECK(warned == (slowdown > 2.0));
+  CHECK(trainers::cpu_bf16_warning(1.9).empty());
+  CHECK(trainers::cpu_bf16_warning(21.34).find("21.3x slower than fp32") != std::string::npos);
   // Stop at step 6 and resume: the same losses as the uninterrupted bf16 run, bit for bit.
   trainers::train(setup_for(tmp.sub("part"), {"train.precision=bf16", "train.hard_stop=6"}));
   auto resumed = setup_for(tmp.sub("part"), bf16);
