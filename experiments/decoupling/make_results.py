@@ -801,8 +801,23 @@ def p10_tests(data):
     return tests
 
 
+# Runs made under an earlier natural/base.yaml (a different configuration, so not part of the
+# natural sweeps now), kept as committed results and summarised beside the tier.
+NATURAL_EARLIER = (
+    "Earlier natural runs, not part of these sweeps: with the base in bf16 autocast (session 6, on the "
+    "AVX-512/AMX Xeon), pre-norm and sandwich norm ran 2 seeds each before the base moved to fp32 (bf16 "
+    "has no fast path on AVX2-only hosts; `natural/base.yaml` says why). Final in-training probe, seeds 0 "
+    "and 1: pre-norm spike 736.5 and 562.1 (top-1/median 76.9, 67.4), val loss 4.240, 4.283; sandwich "
+    "spike 79.4 and 83.8 (top-1/median 37.5, 41.6), val loss 4.427, 4.441; max per-layer Sink^0.3 0 in "
+    "all four, also over the whole context: sandwich cut the spike ×0.127 (geometric mean over the 2 "
+    "paired seeds) at a val-loss cost of 0.17. Files: [results/natural-norm-placement-bf16/]"
+    "(results/natural-norm-placement-bf16/points.csv).\n")
+
+
 def render_tier(tier, desc, axes, data, out):
     out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
+    if tier == "natural":
+        out.append(NATURAL_EARLIER)
     if not any(pts is not None for pts in data.sweeps.values()):
         out.append("No sweep of this tier has run yet (%s): every prediction is **not run yet**.\n"
                    % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
