@@ -6,7 +6,7 @@
 //     rng.safetensors        every RNG state: "cpu", "cuda:<i>" (uint8 tensors)
 //     train_state.json       step, tokens, loader position, format version
 //     config.yaml            the resolved configuration the run was started with
-//     provenance.json        git commit, versions, host, time
+//     provenance.json        git commit, versions, host, CPU, time
 //     manifest.json          size and SHA-256 of every file above
 //   run_dir/checkpoints/LATEST  name of the newest complete checkpoint
 // Invariants: a checkpoint directory is complete or absent; a damaged one (checksum, size,

@@ -38,8 +38,15 @@ void load_parameters(modules::LanguageModel& model, const Tensors& saved, const 
 
 double cpu_bf16_matmul_slowdown() {
   at::NoGradGuard no_grad;
-  const auto a = at::randn({256, 256});
-  const auto b = at::randn({256, 256});
+  // Plain products in the two dtypes even if a caller has CPU autocast on.
+  struct AutocastOff {
+    bool was = at::autocast::is_autocast_enabled(at::kCPU);
+    AutocastOff() { at::autocast::set_autocast_enabled(at::kCPU, false); }
+    ~AutocastOff() { at::autocast::set_autocast_enabled(at::kCPU, was); }
+  } autocast_off;
+  // Fixed inputs: the global generator (saved in checkpoints) is not touched.
+  const auto a = at::arange(256 * 256, at::kFloat).reshape({256, 256}).mul(0.37).sin();
+  const auto b = at::arange(256 * 256, at::kFloat).reshape({256, 256}).mul(0.11).cos();
   auto best = [](const at::Tensor& x, const at::Tensor& y) {
     double t = std::numeric_limits<double>::infinity();
     at::Tensor out = at::mm(x, y);  // warm-up: packing buffers, oneDNN primitive creation

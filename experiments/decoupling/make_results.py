@@ -342,8 +342,9 @@ def probe_numbers(pr):
 FULL_PROBE_SWEEPS = ("norm-placement", "natural-norm-placement")
 FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio", "fp_ratio", "fp_sink_eps_max"]
 ABLATE = [None]  # the binary, set by main()
-# The scan's points are also probed over their whole context (T 256; their in-training probes read
-# the first 64 positions, the default probe.seq_len).
+# The scans' finished points are also probed over their whole context on 100 validation sequences
+# (T 256; the first pass's in-training probes read only the first 64 positions, the default
+# probe.seq_len; the scan's read T 256 but on 16 training sequences).
 SCAN_PROBE_SETS = ["probe.seq_len=256"]
 
 
@@ -450,39 +451,52 @@ RECORD_FILES = ("run.json", "done", "config.yaml", "final_probe.json", "final_pr
 
 
 def restore_records(name, results_dir, runs_dir):
+    """Unpacks every complete record whose run directory does not exist (a directory that exists,
+    finished or not, is the local truth). Each is assembled under <id>.restoring and renamed into
+    place, `done` written last, so an interruption never leaves a half-restored run marked done."""
     rec = os.path.join(results_dir, name, "records")
     if not os.path.isdir(rec):
         return 0
     n = 0
     for rid in sorted(os.listdir(rec)):
         src, dst = os.path.join(rec, rid), os.path.join(runs_dir, rid)
-        if os.path.exists(os.path.join(dst, "metrics.jsonl")) or not os.path.exists(os.path.join(src, "done")):
+        if os.path.lexists(dst) or not os.path.exists(os.path.join(src, "done")):
             continue
-        os.makedirs(dst, exist_ok=True)
+        tmp = dst + ".restoring"
+        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(tmp)
+        try:
+            with gzip.open(os.path.join(src, "metrics.jsonl.gz"), "rb") as f, \
+                    open(os.path.join(tmp, "metrics.jsonl"), "wb") as g:
+                shutil.copyfileobj(f, g)
+        except (OSError, EOFError) as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            print("make_results: %s: record not restored (%s)" % (src, e), file=sys.stderr)
+            continue
         for fn in RECORD_FILES:
-            if os.path.exists(os.path.join(src, fn)):
-                shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
-        with gzip.open(os.path.join(src, "metrics.jsonl.gz"), "rb") as f, \
-                open(os.path.join(dst, "metrics.jsonl"), "wb") as g:
-            shutil.copyfileobj(f, g)
+            if fn != "done" and os.path.exists(os.path.join(src, fn)):
+                shutil.copyfile(os.path.join(src, fn), os.path.join(tmp, fn))
+        shutil.copyfile(os.path.join(src, "done"), os.path.join(tmp, "done"))
+        os.rename(tmp, dst)
         n += 1
     return n
 
 
-def archive_records(name, results_dir, runs_dir):
-    if not os.path.isdir(runs_dir):
-        return 0
+def archive_records(name, results_dir, runs_dir, ids):
+    """Records of the finished runs `ids` (this sweep's points the report calls done). A record that
+    exists gains the files it lacks (a final probe made later), never loses or rewrites one."""
     n = 0
-    for rid in sorted(os.listdir(runs_dir)):
+    for rid in ids:
         src, dst = os.path.join(runs_dir, rid), os.path.join(results_dir, name, "records", rid)
         if not (os.path.exists(os.path.join(src, "done")) and os.path.exists(os.path.join(src, "metrics.jsonl"))):
             continue
-        if os.path.exists(os.path.join(dst, "done")):
-            continue
+        complete = os.path.exists(os.path.join(dst, "done"))
         os.makedirs(dst, exist_ok=True)
-        for fn in RECORD_FILES[2:] + RECORD_FILES[:1]:
-            if os.path.exists(os.path.join(src, fn)):
+        for fn in RECORD_FILES:
+            if fn != "done" and os.path.exists(os.path.join(src, fn)) and not os.path.exists(os.path.join(dst, fn)):
                 shutil.copyfile(os.path.join(src, fn), os.path.join(dst, fn))
+        if complete:
+            continue
         with open(os.path.join(src, "metrics.jsonl"), "rb") as f, \
                 gzip.GzipFile(os.path.join(dst, "metrics.jsonl.gz"), "wb", mtime=0) as g:
             shutil.copyfileobj(f, g)
@@ -491,9 +505,10 @@ def archive_records(name, results_dir, runs_dir):
     return n
 
 
-def keep_earlier_points(rep_path, old_text):
-    """After `sweep report` rewrote rep_path: a point the earlier report had finished, but whose run
-    directory (and record) is gone, keeps the earlier report's entry (runs from before records)."""
+def keep_earlier_points(rep_path, old_text, runs_dir):
+    """After `sweep report` rewrote rep_path: a point the earlier report had finished, whose run
+    directory does not exist (and had no record to restore), keeps the earlier report's entry (runs
+    from before records). A point being trained again, or deleted to be, is reported as it is now."""
     if not old_text:
         return 0
     try:
@@ -505,18 +520,37 @@ def keep_earlier_points(rep_path, old_text):
     n = 0
     for i, p in enumerate(rep.get("points", [])):
         o = old.get(p.get("id"))
-        if p.get("state") != "done" and o and o.get("state") == "done":
+        if (p.get("state") == "pending" and o and o.get("state") == "done"
+                and not os.path.lexists(os.path.join(runs_dir, p.get("id", "")))):
             rep["points"][i] = dict(o, kept_from_earlier_report=True)
             n += 1
     if n:
         with open(rep_path, "w") as f:
-            json.dump(rep, f, indent=1)
+            f.write(json.dumps(rep, indent=2) + "\n")
     return n
 
 
+def cpu_mix(name, runs_dir, ids):
+    """Warns when a sweep's finished runs came from different processors (run.json provenance.cpu):
+    their floating-point paths differ, so pairing by seed no longer means bit-identical baselines."""
+    cpus = {}
+    for rid in ids:
+        try:
+            with open(os.path.join(runs_dir, rid, "run.json")) as f:
+                cpu = json.load(f).get("provenance", {}).get("cpu")
+        except (OSError, ValueError):
+            continue
+        if cpu:
+            cpus.setdefault(cpu, []).append(rid)
+    if len(cpus) > 1:
+        print("make_results: %s: finished runs come from %d processors: %s" % (
+            name, len(cpus), "; ".join("%s (%d runs)" % (c, len(v)) for c, v in sorted(cpus.items()))), file=sys.stderr)
+
+
 def sweep_report(ablate, sweep_path, name, results_dir, runs_dir, sets):
-    """`ablate sweep report` for one sweep into results/<name>/, with the records restored first and
-    archived after. Returns False when the report failed."""
+    """`ablate sweep report` for one sweep into results/<name>/, with the records restored first.
+    Returns the ids of the points it found finished (to archive once load_sweep has probed them),
+    [] when the report failed."""
     rdir = os.path.join(results_dir, name)
     os.makedirs(rdir, exist_ok=True)
     restore_records(name, results_dir, runs_dir)
@@ -529,12 +563,16 @@ def sweep_report(ablate, sweep_path, name, results_dir, runs_dir, sets):
     r = subprocess.run(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if r.returncode != 0:
         print("make_results: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stdout), file=sys.stderr)
-        return False
-    kept = keep_earlier_points(rep_path, old_text)
+        return []
+    kept = keep_earlier_points(rep_path, old_text, runs_dir)
     if kept:
         print("make_results: %s: %d finished point(s) without a run directory or record kept from the earlier "
               "report.json (report.html and report.csv list them as pending)" % (name, kept), file=sys.stderr)
-    return True
+    with open(rep_path) as f:
+        done = [p["id"] for p in json.load(f).get("points", [])
+                if p.get("state") == "done" and not p.get("kept_from_earlier_report")]
+    cpu_mix(name, runs_dir, done)
+    return done
 
 
 def write_sweep_csvs(name, points, results_dir):
@@ -1070,10 +1108,13 @@ def main():
     a = ap.parse_args()
     if a.restore:
         n = 0
-        for fname in [f for _, _, axes in TIERS for f in axes.values()] + [f for _, f in SCANS]:
+        results = os.path.join(os.path.abspath(a.out_dir), "results")
+        for fname in [f for _, _, axes in TIERS for f in axes.values()]:
             name = os.path.splitext(os.path.basename(fname))[0]
             runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
-            n += restore_records(name, os.path.join(os.path.abspath(a.out_dir), "results"), runs)
+            n += restore_records(name, results, runs)
+        for name, fname in SCANS:  # sweep names differ from the file names; runs always beside the file
+            n += restore_records(name, results, os.path.join(HERE, os.path.dirname(fname), "runs", name))
         print("make_results: %d run record(s) restored" % n)
         return
     out_dir = os.path.abspath(a.out_dir)
@@ -1094,14 +1135,14 @@ def main():
             runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
             rdir = os.path.join(results_dir, name)
             has_runs = os.path.isdir(runs) or os.path.isdir(os.path.join(rdir, "records"))
+            done = []
             if not a.no_report and has_runs and os.path.exists(a.ablate):
-                sweep_report(a.ablate, sweep_path, name, results_dir, runs,
-                             a.set + (a.natural_set if tier == "natural" else []))
+                done = sweep_report(a.ablate, sweep_path, name, results_dir, runs,
+                                    a.set + (a.natural_set if tier == "natural" else []))
             pts = load_sweep(name, results_dir, runs)
             if pts is not None:
                 write_sweep_csvs(name, pts, results_dir)
-                if not a.no_report:
-                    archive_records(name, results_dir, runs)
+                archive_records(name, results_dir, runs, done)  # after load_sweep's final probes
             sweeps[axis] = pts
         tier_data.append((tier, desc, axes, Data(sweeps, TIER_PARAMS[tier])))
 
@@ -1109,14 +1150,15 @@ def main():
     for scan_name, scan_file in SCANS:
         scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
         scan_dir = os.path.join(results_dir, scan_name)
+        done = []
         if not a.no_report and (os.path.isdir(scan_runs) or os.path.isdir(os.path.join(scan_dir, "records"))) \
                 and os.path.exists(a.ablate):
-            sweep_report(a.ablate, os.path.join(REL, scan_file), scan_name, results_dir, scan_runs, a.natural_set)
+            done = sweep_report(a.ablate, os.path.join(REL, scan_file), scan_name, results_dir, scan_runs,
+                                a.natural_set)
         pts = load_sweep(scan_name, results_dir, scan_runs)
         if pts is not None:
             write_sweep_csvs(scan_name, pts, results_dir)
-            if not a.no_report:
-                archive_records(scan_name, results_dir, scan_runs)
+            archive_records(scan_name, results_dir, scan_runs, done)
         scan_pts[scan_name] = pts
 
     lines += ["## Verdict rule", "",

@@ -11,7 +11,7 @@ sink-free/variant=softmax, trained separately, have identical metrics.jsonl reco
 
 For every planned point without a run directory, this script looks for a finished point of
 another sweep with the same hash suffix (the first 8 hex digits of the SHA-256 of the resolved
-configuration, src/sweep/sweep.cpp) and the same seed in its id, and copies the run directory with `name` and the `done` marker rewritten to the new id.
+configuration, src/sweep/sweep.cpp) and the same seed in its id, and copies the run directory with `name` and the `done` marker rewritten to the new id (its checkpoints as hard links).
 It never overwrites an existing directory. A copied run keeps a `shared_from` file naming its
 source.
 
@@ -76,6 +76,10 @@ def main():
                 continue
             tmp = d + ".sharing"
             shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+            # Checkpoints are hard links (written once, never changed in place): the copy can still be
+            # probed (make_results.py's final probes), at no disk cost.
+            if os.path.isdir(os.path.join(src, "checkpoints")):
+                shutil.copytree(os.path.join(src, "checkpoints"), os.path.join(tmp, "checkpoints"), copy_function=os.link)
             cfg = os.path.join(tmp, "config.yaml")
             with open(cfg) as f:
                 lines = f.readlines()

@@ -228,6 +228,13 @@ TEST_CASE("bf16 autocast on CPU: bf16 matmuls, fp32 weights, a falling loss, exa
   CHECK(slowdown > 0);
   CHECK(std::isfinite(slowdown));
   CHECK_FALSE(run_json(tmp.sub("fp32")).contains("cpu_bf16_matmul_slowdown"));
+  // The processor is part of the provenance (MKL's kernels and the bf16 path depend on it).
+  const std::string cpu = run_json(tmp.sub("fp32"))["provenance"].value("cpu", "");
+#if defined(__linux__)
+  REQUIRE_FALSE(cpu.empty());
+  CHECK(cpu.find(" (") != std::string::npos);
+  CHECK(cpu.back() == ')');
+#endif
   const bool warned = read_file(tmp.sub("bf16") + "/train.log").find("multiplies bf16 matrices") != std::string::npos;
   CHECK(warned == (slowdown > 2.0));
   CHECK(trainers::cpu_bf16_warning(1.9).empty());
