@@ -972,7 +972,8 @@ def render_scan(pts, first, out):
         txt = ("**Where the scan stands**: %d of %d points finished. Largest top-1/median at any in-training probe: "
                "%s; largest max per-layer Sink^0.3: %s. " % (
                    len(done), len(pts), "%.1f (%s, step %d)" % max(ratios) if ratios else "-",
-                   "%.3f (%s, step %d)" % max(sinks) if sinks else "-"))
+                   ("%.3f (%s, step %d)" % max(sinks) if max(sinks)[0] > 0 else "0 at every probe of every point")
+                   if sinks else "-"))
         if both:
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
