@@ -193,8 +193,7 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
   const int64_t n_micro = s.train.batch / s.train.micro_batch;
   const bool autocast = s.train.precision == "bf16";
   const bool cuda = device.is_cuda();
-  if (autocast && !cuda)
-    if (auto w = cpu_bf16_warning(cpu_bf16_matmul_slowdown()); !w.empty()) log::warn(w);
+  if (autocast && !cuda) warn_if_cpu_bf16_slow();
 
   BenchResult r;
   r.device = device.str();

@@ -1,5 +1,6 @@
 #include "trainers/checkpoint.h"
 
+#include <ATen/cpu/Utils.h>
 #include <torch/headeronly/version.h>
 #include <unistd.h>
 
@@ -153,37 +154,26 @@ CheckpointWeights load_weights(const std::string& path) {
 
 namespace {
 
-// "model name (widest vector ISA)" of the first processor in /proc/cpuinfo, e.g. "AMD EPYC (avx2)"
-// or "... (amx)": floating-point results (MKL's kernels, LibTorch's bf16 path) depend on it. On ARM,
-// where there is no "model name" or "flags", the implementer and part ids and the "Features"
-// line's sve / asimd. "" where /proc/cpuinfo cannot be read.
+// "name (widest vector ISA)" of this processor from LibTorch's cpuinfo, e.g. "AMD EPYC (avx2)" or
+// "... (amx)": floating-point results (MKL's kernels, LibTorch's bf16 path) depend on it.
 std::string cpu_description() {
-  std::ifstream f("/proc/cpuinfo");
-  std::string line, model, flags, implementer, part;
-  auto value = [&] {
-    auto c = line.find(':');
-    auto v = c == std::string::npos ? std::string() : line.substr(c + 1);
-    v.erase(0, std::min(v.size(), v.find_first_not_of(" \t")));
-    return v;
+  const auto caps = at::cpu::get_cpu_capabilities();
+  auto has = [&](const char* key) {
+    auto it = caps.find(key);
+    return it != caps.end() && it->second.isBool() && it->second.toBool();
   };
-  while (std::getline(f, line)) {
-    if (model.empty() && line.rfind("model name", 0) == 0) model = value();
-    if (flags.empty() && (line.rfind("flags", 0) == 0 || line.rfind("Features", 0) == 0)) flags = " " + value() + " ";
-    if (implementer.empty() && line.rfind("CPU implementer", 0) == 0) implementer = value();
-    if (part.empty() && line.rfind("CPU part", 0) == 0) part = value();
-    if (!model.empty() && !flags.empty()) break;
-  }
-  if (model.empty() && !implementer.empty()) model = "implementer " + implementer + " part " + part;
-  if (model.empty() && flags.empty()) return "";
-  auto has = [&](const char* flag) { return flags.find(std::string(" ") + flag + " ") != std::string::npos; };
+  auto name = caps.find("cpu_name");
+  const std::string model = name != caps.end() && name->second.isString() && !name->second.toStringRef().empty()
+                                ? name->second.toStringRef()
+                                : "unknown";
   const char* isa = has("amx_tile")      ? "amx"
                     : has("avx512_bf16") ? "avx512_bf16"
-                    : has("avx512f")     ? "avx512"
+                    : has("avx512_f")    ? "avx512"
                     : has("avx2")        ? "avx2"
                     : has("sve")         ? "sve"
-                    : has("asimd")       ? "asimd"
+                    : has("neon")        ? "asimd"
                                          : "baseline";
-  return (model.empty() ? std::string("unknown") : model) + " (" + isa + ")";
+  return model + " (" + isa + ")";
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "trainers/step.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <algorithm>
 #include <chrono>
@@ -9,6 +10,7 @@
 #include <map>
 
 #include "data/core/errors.h"
+#include "data/core/log.h"
 #include "modules/kernels.h"
 
 namespace ablate::trainers {
@@ -39,11 +41,7 @@ void load_parameters(modules::LanguageModel& model, const Tensors& saved, const 
 double cpu_bf16_matmul_slowdown() {
   at::NoGradGuard no_grad;
   // Plain products in the two dtypes even if a caller has CPU autocast on.
-  struct AutocastOff {
-    bool was = at::autocast::is_autocast_enabled(at::kCPU);
-    AutocastOff() { at::autocast::set_autocast_enabled(at::kCPU, false); }
-    ~AutocastOff() { at::autocast::set_autocast_enabled(at::kCPU, was); }
-  } autocast_off;
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::DispatchKey::AutocastCPU);
   // Fixed inputs: the global generator (saved in checkpoints) is not touched.
   const auto a = at::arange(256 * 256, at::kFloat).reshape({256, 256}).mul(0.37).sin();
   const auto b = at::arange(256 * 256, at::kFloat).reshape({256, 256}).mul(0.11).cos();
@@ -60,6 +58,12 @@ double cpu_bf16_matmul_slowdown() {
   const double fp32 = best(a, b);
   const double bf16 = best(a.to(at::kBFloat16), b.to(at::kBFloat16));
   return bf16 / fp32;
+}
+
+double warn_if_cpu_bf16_slow() {
+  const double slowdown = cpu_bf16_matmul_slowdown();
+  if (auto w = cpu_bf16_warning(slowdown); !w.empty()) log::warn(w);
+  return slowdown;
 }
 
 std::string cpu_bf16_warning(double slowdown) {

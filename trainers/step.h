@@ -68,6 +68,9 @@ double cpu_bf16_matmul_slowdown();
 // (cpu_bf16_matmul_slowdown) is above 2, else "".
 std::string cpu_bf16_warning(double slowdown);
 
+// Measures cpu_bf16_matmul_slowdown, logs cpu_bf16_warning when there is one, returns the ratio.
+double warn_if_cpu_bf16_slow();
+
 // Copies saved parameters into `model` by name. UserError naming `source` if a parameter is
 // missing, has another shape, or the file holds parameters the model lacks.
 void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source);

@@ -310,10 +310,8 @@ TrainOutcome train(const TrainerSetup& s) {
   // The run still trains as configured: its id and results depend on the precision.
   double bf16_slowdown = 0;
   if (main_rank && !device.is_cuda() && s.train.precision == "bf16") {
-    bf16_slowdown = cpu_bf16_matmul_slowdown();
-    if (auto w = cpu_bf16_warning(bf16_slowdown); !w.empty())
-      log::warn(w);
-    else
+    bf16_slowdown = warn_if_cpu_bf16_slow();
+    if (cpu_bf16_warning(bf16_slowdown).empty())
       log::info(log::str("train.precision bf16: a bf16 matrix product takes ", bf16_slowdown,
                          "x the fp32 time on this CPU"));
   }

@@ -505,17 +505,14 @@ def archive_records(name, results_dir, runs_dir, ids):
     return n
 
 
-def keep_earlier_points(rep_path, old_text, runs_dir):
-    """After `sweep report` rewrote rep_path: a point the earlier report had finished, whose run
+def keep_earlier_points(rep, old_text, runs_dir):
+    """After `sweep report` wrote `rep`: a point the earlier report had finished, whose run
     directory does not exist (and had no record to restore), keeps the earlier report's entry (runs
-    from before records). A point being trained again, or deleted to be, is reported as it is now."""
-    if not old_text:
-        return 0
+    from before records). A point being trained again, or deleted to be, is reported as it is now.
+    Changes `rep` in place; returns how many points it kept."""
     try:
-        old = {p.get("id"): p for p in json.loads(old_text).get("points", [])}
-        with open(rep_path) as f:
-            rep = json.load(f)
-    except (OSError, ValueError):
+        old = {p.get("id"): p for p in json.loads(old_text).get("points", [])} if old_text else {}
+    except ValueError:
         return 0
     n = 0
     for i, p in enumerate(rep.get("points", [])):
@@ -524,9 +521,6 @@ def keep_earlier_points(rep_path, old_text, runs_dir):
                 and not os.path.lexists(os.path.join(runs_dir, p.get("id", "")))):
             rep["points"][i] = dict(o, kept_from_earlier_report=True)
             n += 1
-    if n:
-        with open(rep_path, "w") as f:
-            f.write(json.dumps(rep, indent=2) + "\n")
     return n
 
 
@@ -564,15 +558,44 @@ def sweep_report(ablate, sweep_path, name, results_dir, runs_dir, sets):
     if r.returncode != 0:
         print("make_results: %s failed (%d):\n%s" % (" ".join(cmd), r.returncode, r.stdout), file=sys.stderr)
         return []
-    kept = keep_earlier_points(rep_path, old_text, runs_dir)
+    with open(rep_path) as f:
+        rep = json.load(f)
+    kept = keep_earlier_points(rep, old_text, runs_dir)
     if kept:
+        with open(rep_path, "w") as f:
+            f.write(json.dumps(rep, indent=2) + "\n")
         print("make_results: %s: %d finished point(s) without a run directory or record kept from the earlier "
               "report.json (report.html and report.csv list them as pending)" % (name, kept), file=sys.stderr)
-    with open(rep_path) as f:
-        done = [p["id"] for p in json.load(f).get("points", [])
-                if p.get("state") == "done" and not p.get("kept_from_earlier_report")]
+    done = [p["id"] for p in rep.get("points", []) if p.get("state") == "done" and not p.get("kept_from_earlier_report")]
     cpu_mix(name, runs_dir, done)
     return done
+
+
+def sweep_name(fname):
+    """A tier sweep's name is its file's (the scans' names differ: SCANS)."""
+    return os.path.splitext(os.path.basename(fname))[0]
+
+
+def tier_runs_dir(a, name, fname):
+    return os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
+
+
+def scan_runs_dir(name, fname):
+    return os.path.join(HERE, os.path.dirname(fname), "runs", name)  # beside the file, whatever --runs-root
+
+
+def report_and_load(a, name, fname, runs, results_dir, sets):
+    """One sweep: `sweep report` where there are runs or records (unless --no-report), its points
+    (None when it has no report), points.csv and curves.csv, and records of its finished runs."""
+    done = []
+    has_runs = os.path.isdir(runs) or os.path.isdir(os.path.join(results_dir, name, "records"))
+    if not a.no_report and has_runs and os.path.exists(a.ablate):
+        done = sweep_report(a.ablate, os.path.join(REL, fname), name, results_dir, runs, sets)
+    pts = load_sweep(name, results_dir, runs)
+    if pts is not None:
+        write_sweep_csvs(name, pts, results_dir)
+        archive_records(name, results_dir, runs, done)  # after load_sweep's final probes
+    return pts
 
 
 def write_sweep_csvs(name, points, results_dir):
@@ -995,10 +1018,11 @@ def render_scan(pts, first, out):
                "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1]))
     if first is not None:
         scan_table(first, out, "T 64")
-    out.append("Cost on the 2-core CPU hosts of this project (each run's train.log, one core per run, two runs "
-               "at a time): a centre-shape point (2,000 steps) takes ~90 min in fp32 on an AMD EPYC (Zen 3, AVX2; "
-               "1.5 k tokens/s) and ~40 min on the AVX-512/AMX Xeon (bf16 there: ~27 min, but bf16 has no fast "
-               "path on AVX2 CPUs, 71 tokens/s); depth 12 and width 512 cost ~2× and ~3.5× that. `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
+    out.append("Cost on the 2-core CPU hosts of this project (one core per run, two runs at a time): a "
+               "centre-shape point (2,000 steps) took ~113 min in fp32 on an AMD EPYC (Zen 3, AVX2; median 1.4 k "
+               "tokens/s, `tokens_per_s` in the records' metrics.jsonl.gz of points 0 and 4), and ~27 min in "
+               "bf16 on the AVX-512/AMX Xeon of session 6 (5.2 k tokens/s, its train.log; bf16 has no fast path "
+               "on AVX2 CPUs); depth 12 and width 512 should cost ~2× and ~3.5× that (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
                "that random crops (point 8) do not; more real English text was not obtained (the corpora are "
@@ -1108,14 +1132,10 @@ def main():
                          "or share_points.py in a new checkout), then exit")
     a = ap.parse_args()
     if a.restore:
-        n = 0
         results = os.path.join(os.path.abspath(a.out_dir), "results")
-        for fname in [f for _, _, axes in TIERS for f in axes.values()]:
-            name = os.path.splitext(os.path.basename(fname))[0]
-            runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
-            n += restore_records(name, results, runs)
-        for name, fname in SCANS:  # sweep names differ from the file names; runs always beside the file
-            n += restore_records(name, results, os.path.join(HERE, os.path.dirname(fname), "runs", name))
+        n = sum(restore_records(sweep_name(f), results, tier_runs_dir(a, sweep_name(f), f))
+                for _, _, axes in TIERS for f in axes.values())
+        n += sum(restore_records(name, results, scan_runs_dir(name, f)) for name, f in SCANS)
         print("make_results: %d run record(s) restored" % n)
         return
     out_dir = os.path.abspath(a.out_dir)
@@ -1131,36 +1151,13 @@ def main():
     for tier, desc, axes in TIERS:
         sweeps = {}
         for axis, fname in axes.items():
-            name = os.path.splitext(os.path.basename(fname))[0]
-            sweep_path = os.path.join(REL, fname)
-            runs = os.path.join(a.runs_root, name) if a.runs_root else os.path.join(HERE, os.path.dirname(fname), "runs", name)
-            rdir = os.path.join(results_dir, name)
-            has_runs = os.path.isdir(runs) or os.path.isdir(os.path.join(rdir, "records"))
-            done = []
-            if not a.no_report and has_runs and os.path.exists(a.ablate):
-                done = sweep_report(a.ablate, sweep_path, name, results_dir, runs,
-                                    a.set + (a.natural_set if tier == "natural" else []))
-            pts = load_sweep(name, results_dir, runs)
-            if pts is not None:
-                write_sweep_csvs(name, pts, results_dir)
-                archive_records(name, results_dir, runs, done)  # after load_sweep's final probes
-            sweeps[axis] = pts
+            name = sweep_name(fname)
+            sweeps[axis] = report_and_load(a, name, fname, tier_runs_dir(a, name, fname), results_dir,
+                                           a.set + (a.natural_set if tier == "natural" else []))
         tier_data.append((tier, desc, axes, Data(sweeps, TIER_PARAMS[tier])))
 
-    scan_pts = {}
-    for scan_name, scan_file in SCANS:
-        scan_runs = os.path.join(HERE, os.path.dirname(scan_file), "runs", scan_name)
-        scan_dir = os.path.join(results_dir, scan_name)
-        done = []
-        if not a.no_report and (os.path.isdir(scan_runs) or os.path.isdir(os.path.join(scan_dir, "records"))) \
-                and os.path.exists(a.ablate):
-            done = sweep_report(a.ablate, os.path.join(REL, scan_file), scan_name, results_dir, scan_runs,
-                                a.natural_set)
-        pts = load_sweep(scan_name, results_dir, scan_runs)
-        if pts is not None:
-            write_sweep_csvs(scan_name, pts, results_dir)
-            archive_records(scan_name, results_dir, scan_runs, done)
-        scan_pts[scan_name] = pts
+    scan_pts = {name: report_and_load(a, name, fname, scan_runs_dir(name, fname), results_dir, a.natural_set)
+                for name, fname in SCANS}
 
     lines += ["## Verdict rule", "",
               "Each prediction is split into tests; each test compares a variant with its sweep's baseline "
@@ -1208,7 +1205,7 @@ def main():
               "| sweep | points | report |", "|---|---|---|"]
     for tier, desc, axes, data in tier_data:
         for axis, fname in axes.items():
-            name = os.path.splitext(os.path.basename(fname))[0]
+            name = sweep_name(fname)
             pts = data.sweeps.get(axis)
             if pts is None:
                 lines.append("| %s/%s | - | not run yet |" % (tier, name))

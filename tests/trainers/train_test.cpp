@@ -12,11 +12,11 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include <nlohmann/json.hpp>
 
+#include "common.h"
 #include "data/core/errors.h"
 #include "data/formats/metrics_log.h"
 #include "data/formats/safetensors.h"
@@ -75,13 +75,6 @@ std::vector<double> losses(const std::string& run_dir, const std::string& split 
 
 data::NamedTensors final_weights(const std::string& run_dir) {
   return data::load_safetensors(*trainers::find_latest_checkpoint(run_dir) + "/model.safetensors").tensors;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 void require_identical(const data::NamedTensors& a, const data::NamedTensors& b) {
@@ -222,7 +215,7 @@ TEST_CASE("bf16 autocast on CPU: bf16 matmuls, fp32 weights, a falling loss, exa
   }
   // The run measured how much slower bf16 matrix products are here, recorded it in run.json, and
   // warned in train.log exactly when they are more than 2x slower (AVX2-only CPUs); fp32 runs do not measure.
-  auto run_json = [&](const std::string& d) { return nlohmann::json::parse(read_file(d + "/run.json")); };
+  auto run_json = [&](const std::string& d) { return nlohmann::json::parse(test::read_text(d + "/run.json")); };
   REQUIRE(run_json(tmp.sub("bf16")).contains("cpu_bf16_matmul_slowdown"));
   const double slowdown = run_json(tmp.sub("bf16"))["cpu_bf16_matmul_slowdown"].get<double>();
   CHECK(slowdown > 0);
@@ -235,7 +228,7 @@ TEST_CASE("bf16 autocast on CPU: bf16 matmuls, fp32 weights, a falling loss, exa
   CHECK(cpu.find(" (") != std::string::npos);
   CHECK(cpu.back() == ')');
 #endif
-  const bool warned = read_file(tmp.sub("bf16") + "/train.log").find("multiplies bf16 matrices") != std::string::npos;
+  const bool warned = test::read_text(tmp.sub("bf16") + "/train.log").find("multiplies bf16 matrices") != std::string::npos;
   CHECK(warned == (slowdown > 2.0));
   CHECK(trainers::cpu_bf16_warning(1.9).empty());
   CHECK(trainers::cpu_bf16_warning(21.34).find("21.3x slower than fp32") != std::string::npos);
