@@ -256,9 +256,9 @@ json compare_json(const std::vector<RunData>& runs) {
                 {"intervention_selection", at_path(p, {"interventions", "selection"})}};
     const json peak = at_path(p, {"spike", "peak_block"});
     const json blocks = at_path(p, {"spike", "blocks"});
-    if (peak.is_number() && blocks.is_array() && peak.get<size_t>() < blocks.size()) {
-      row["spike_ratio"] = blocks[peak.get<size_t>()]["ratio"];
-    }
+    if (peak.is_number_integer() && peak.get<int64_t>() >= 0 && blocks.is_array() && peak.get<size_t>() < blocks.size() &&
+        blocks[peak.get<size_t>()].is_object())
+      row["spike_ratio"] = at_path(blocks[peak.get<size_t>()], {"ratio"});
     if (!run.weight_diff.empty()) {
       double sum = 0;
       for (const auto& w : run.weight_diff) sum += w.relative_norm;
@@ -353,6 +353,7 @@ std::string render_html(const std::vector<RunData>& runs, const std::string& tit
       const json blocks = at_path(final_probe(run), {"spike", "blocks"});
       if (blocks.is_array()) {
         for (size_t i = 0; i < blocks.size(); ++i) {
+          if (!blocks[i].is_object()) continue;  // a hand-edited probe.json: plot what is there
           a.x.push_back(static_cast<double>(i));
           a.y.push_back(number(blocks[i]["top1"]));
           b.x.push_back(static_cast<double>(i));

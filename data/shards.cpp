@@ -106,7 +106,15 @@ void Shard::read(int64_t start, int64_t n, int32_t* out) const {
     for (int64_t i = 0; i < n; ++i) out[i] = p[i];
   } else {
     const auto* p = reinterpret_cast<const uint32_t*>(tokens_) + start;
-    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(p[i]);
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; ++i) {
+      any |= p[i];
+      out[i] = static_cast<int32_t>(p[i]);
+    }
+    if (any > 0x7fffffffu)  // ids are int32 everywhere past the shard
+      for (int64_t i = 0; i < n; ++i)
+        if (p[i] > 0x7fffffffu)
+          throw UserError(log::str(path_, ": token ", start + i, ": id ", p[i], " is above 2^31 - 1"));
   }
 }
 

@@ -2,6 +2,7 @@
 #include "modules/model.h"
 
 #include <ATen/ATen.h>
+#include <unistd.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/init.h>
 
@@ -207,9 +208,31 @@ at::Tensor BlockImpl::forward(const at::Tensor& x, const LayerContext& ctx, cons
 
 // --- Language model ---------------------------------------------------------------------------
 
+namespace {
+
+// A model whose parameters alone exceed this machine's memory would end in an allocator abort
+// (LibTorch logs a fatal error), not an exception: refuse it first, as a config error.
+void check_fits_in_memory(const ModelOptions& o) {
+  const double C = o.d_model, L = o.n_layers, H = o.n_heads, E = o.head_dim, V = o.vocab,
+               F = static_cast<double>(effective_ffn_hidden(o)), T = o.max_seq_len;
+  const double params = 2 * V * C + L * (4 * C * H * E + 3 * C * F) + T * C;  // upper estimate, no overflow
+  const double bytes = params * 4;
+  const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
+  if (ram > 0 && bytes > ram) {
+    std::ostringstream msg;
+    msg << std::setprecision(3) << "model: about " << params << " parameters need " << bytes / (1 << 30)
+        << " GiB in fp32, more than this machine's " << ram / (1 << 30)
+        << " GiB of memory (check model.d_model, n_layers, n_heads, head_dim, vocab, ffn.hidden)";
+    throw UserError(msg.str());
+  }
+}
+
+}  // namespace
+
 LanguageModelImpl::LanguageModelImpl(const ModelOptions& o)
     : options_(o), prefix_(prefix_tokens(o)), recipe_(placement_registry().get(o.norm.placement)) {
   TORCH_CHECK(o.max_seq_len > 0, "ModelOptions::max_seq_len must be resolved (> 0)");
+  check_fits_in_memory(o);
   const int64_t C = o.d_model, positions = o.max_seq_len + prefix_;
   const uint64_t seed = at::detail::getDefaultCPUGenerator().current_seed();
   InitRecorder recorder;

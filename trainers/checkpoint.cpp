@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <chrono>
 #include <ctime>
 #include <filesystem>
@@ -107,6 +108,8 @@ std::optional<std::string> find_latest_checkpoint(const std::string& run_dir) {
   return std::nullopt;
 }
 
+bool has_checkpoint_dirs(const std::string& run_dir) { return !checkpoint_dirs(run_dir).empty(); }
+
 Checkpoint load_checkpoint(const std::string& dir) {
   std::string reason;
   if (!is_complete(dir, &reason)) throw UserError(dir + ": damaged checkpoint: " + reason);
@@ -121,9 +124,18 @@ Checkpoint load_checkpoint(const std::string& dir) {
   } catch (const nlohmann::json::exception& e) {
     throw UserError(dir + ": malformed JSON in checkpoint: " + e.what());
   }
-  if (c.train_state.value("format", 0) != kCheckpointFormat)
-    throw UserError((d / "train_state.json").string() + ": format: unsupported checkpoint format " +
-                    c.train_state.value("format", nlohmann::json(0)).dump());
+  const std::string state_path = (d / "train_state.json").string();
+  if (!c.train_state.is_object()) throw UserError(state_path + ": expected a JSON object");
+  const auto format = c.train_state.find("format");
+  if (format == c.train_state.end() || !format->is_number_integer() || format->get<int64_t>() != kCheckpointFormat)
+    throw UserError(state_path + ": format: unsupported checkpoint format " +
+                    (format == c.train_state.end() ? std::string("(missing)") : format->dump()));
+  for (const char* key : {"step", "tokens"}) {
+    const auto v = c.train_state.find(key);
+    if (v == c.train_state.end() || !v->is_number_integer() || v->get<int64_t>() < 0)
+      throw UserError(state_path + ": " + key + ": expected a non-negative integer, got " +
+                      (v == c.train_state.end() ? std::string("nothing") : v->dump()));
+  }
   c.config_yaml = read_text((d / "config.yaml").string());
   return c;
 }
@@ -147,7 +159,14 @@ CheckpointWeights load_weights(const std::string& path) {
   auto file = data::load_safetensors((fs::path(w.dir) / "model.safetensors").string());
   w.model = std::move(file.tensors);
   auto it = file.metadata.find("step");
-  w.step = it != file.metadata.end() ? std::stoll(it->second) : 0;
+  w.step = 0;
+  if (it != file.metadata.end()) {
+    const std::string& v = it->second;
+    auto res = std::from_chars(v.data(), v.data() + v.size(), w.step);
+    if (res.ec != std::errc() || res.ptr != v.data() + v.size() || w.step < 0)
+      throw UserError((fs::path(w.dir) / "model.safetensors").string() + ": __metadata__.step: expected a step number, got '" +
+                      v + "'");
+  }
   w.config_yaml = read_text((fs::path(w.dir) / "config.yaml").string());
   return w;
 }

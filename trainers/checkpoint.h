@@ -42,6 +42,8 @@ std::string save_checkpoint(const std::string& run_dir, int64_t step, const Chec
 // The newest complete checkpoint of a run directory (verifying manifests; damaged ones are
 // skipped with a warning), or nullopt if there is none.
 std::optional<std::string> find_latest_checkpoint(const std::string& run_dir);
+// Whether run_dir/checkpoints holds any checkpoint directory, complete or damaged.
+bool has_checkpoint_dirs(const std::string& run_dir);
 
 // Reads a checkpoint directory (verifying it first). UserError naming the file on damage.
 Checkpoint load_checkpoint(const std::string& dir);

@@ -31,6 +31,9 @@ void load_parameters(modules::LanguageModel& model, const Tensors& saved, const 
     if (it->second.sizes() != item.value().sizes())
       throw UserError(source + ": parameter '" + item.key() + "' has shape " + c10::str(it->second.sizes()) +
                       ", the model expects " + c10::str(item.value().sizes()));
+    if (!at::isFloatingType(it->second.scalar_type()))
+      throw UserError(source + ": parameter '" + item.key() + "' is stored as " +
+                      std::string(c10::toString(it->second.scalar_type())) + ", expected a floating-point type");
     item.value().copy_(it->second);
   }
   if (by_name.size() != params.size())

@@ -353,6 +353,8 @@ TrainOutcome train(const TrainerSetup& s) {
     if (main_rank) data::truncate_metrics_after(metrics_path, step);
     log::info(log::str("resuming from ", s.resume_from, " at step ", step, " (", human_count(tokens), " tokens)"));
   }
+  if (main_rank && !s.config_yaml.empty())
+    data::atomic_write_file((fs::path(s.run_dir) / "config.yaml").string(), s.config_yaml);
   std::optional<data::MetricsLog> metrics_log;
   if (main_rank) metrics_log.emplace(metrics_path);
   auto record = [&](const nlohmann::json& r) {

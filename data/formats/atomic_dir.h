@@ -39,6 +39,10 @@ std::string verify_manifest(const std::string& dir);
 
 // tmp file beside `path`, fsync, rename over `path`, fsync the parent.
 void atomic_write_file(const std::string& path, const std::string& bytes);
+// Creates `dir` and its parents; UserError naming `dir` where a file is in the way.
+void make_dirs(const std::string& dir);
+// make_dirs for the folder a file `path` goes into (nothing for a bare file name).
+void make_parent_dirs(const std::string& path);
 
 // Lower-case hex SHA-256 of a file / of bytes.
 std::string sha256_file(const std::string& path);

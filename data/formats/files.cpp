@@ -91,18 +91,44 @@ std::string parent_of(const std::string& path) {
 }
 }  // namespace
 
+void make_dirs(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir, ec))
+    throw UserError(log::str(dir, ": cannot create the directory", ec ? ": " + ec.message() : std::string(": a file is in the way")));
+}
+
+void make_parent_dirs(const std::string& path) {
+  const auto parent = fs::path(path).parent_path();
+  if (!parent.empty()) make_dirs(parent.string());
+}
+
 void atomic_write_file(const std::string& path, const std::string& bytes) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
+  const std::string parent = parent_of(path);
+  if (!fs::is_directory(parent, ec))
+    throw UserError(log::str(path, ": cannot write: ", parent, fs::exists(parent, ec) ? " is not a directory" : " does not exist"));
   const std::string tmp = log::str(path, ".tmp-", ::getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) throw UserError(log::str(tmp, ": cannot write"));
+    if (!f) throw UserError(log::str(path, ": cannot write: ", std::strerror(errno)));
     f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
     f.flush();
-    if (!f) throw UserError(log::str(tmp, ": write failed"));
+    if (!f) {
+      const std::string why = std::strerror(errno);
+      fs::remove(tmp, ec);
+      throw UserError(log::str(path, ": write failed: ", why));
+    }
   }
   fsync_path(tmp);
-  fs::rename(tmp, path);
-  fsync_path(parent_of(path));
+  fs::rename(tmp, path, ec);
+  if (ec) {
+    std::error_code ignored;
+    fs::remove(tmp, ignored);
+    throw UserError(log::str(path, ": cannot replace the file: ", ec.message()));
+  }
+  fsync_path(parent);
 }
 
 // --- AtomicDir -------------------------------------------------------------------------------
@@ -230,6 +256,16 @@ bool blank(const std::string& s) { return s.find_first_not_of(" \t\r") == std::s
 
 }  // namespace
 
+// The fields every reader relies on (docs/training.md): an object; "step" a non-negative integer
+// and "split" a string where present.
+static void check_record(const nlohmann::json& r, const std::string& path, size_t line) {
+  if (!r.is_object()) throw UserError(log::str(path, ":", line, ": not a JSON object"));
+  if (r.contains("step") && !(r["step"].is_number_integer() && r["step"].get<int64_t>() >= 0))
+    throw UserError(log::str(path, ":", line, ": step: expected a non-negative integer, got ", r["step"].dump()));
+  if (r.contains("split") && !r["split"].is_string())
+    throw UserError(log::str(path, ":", line, ": split: expected a string, got ", r["split"].dump()));
+}
+
 std::vector<nlohmann::json> read_metrics(const std::string& path) {
   if (!fs::exists(path)) throw UserError(log::str(path, ": metrics log not found"));
   const Lines lines = read_lines(path);
@@ -245,13 +281,16 @@ std::vector<nlohmann::json> read_metrics(const std::string& path) {
       }
       throw UserError(log::str(path, ":", i + 1, ": not a JSON object"));
     }
+    check_record(out.back(), path, i + 1);
   }
   if (!blank(lines.torn)) {
     try {
       out.push_back(nlohmann::json::parse(lines.torn));  // complete JSON, just no newline
     } catch (const nlohmann::json::exception&) {
       log::warn(log::str(path, ":", lines.complete.size() + 1, ": torn last record skipped"));
+      return out;
     }
+    check_record(out.back(), path, lines.complete.size() + 1);
   }
   return out;
 }
@@ -261,16 +300,26 @@ void truncate_metrics_after(const std::string& path, int64_t step) {
   const Lines lines = read_lines(path);
   std::string kept;
   size_t dropped = 0;
+  size_t number = 0;
   for (const auto& line : lines.complete) {
+    ++number;
     if (blank(line)) continue;
     nlohmann::json j;
     try {
       j = nlohmann::json::parse(line);
     } catch (const nlohmann::json::exception&) {
+      j = nullptr;
+    }
+    // A damaged last line is a torn write (as read_metrics reads it); one before the end is not:
+    // keep the file as it is and say where.
+    if (!j.is_object() && number == lines.complete.size() && lines.torn.empty()) {
       ++dropped;
       continue;
     }
-    if (j.is_object() && j.contains("step") && j["step"].is_number() && j["step"].get<double>() > step) {
+    if (!j.is_object())
+      throw UserError(log::str(path, ":", number, ": not a JSON object record; nothing was changed (fix or remove the "
+                               "line, then resume)"));
+    if (j.contains("step") && j["step"].is_number() && j["step"].get<double>() > step) {
       ++dropped;
       continue;
     }

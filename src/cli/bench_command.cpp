@@ -1,6 +1,8 @@
 // `ablate bench CONFIG.yaml [--set k=v ...] [--steps N] [--warmup N] [--peak-tflops X]
 //  [--threads N] [--no-phase-sync] [--dump FILE] [--trace FILE] [--json]`: times the training step
 // (trainers/bench.h, docs/performance.md). Writes nothing but the optional dump and trace.
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 #include "src/cli/commands.h"
@@ -38,8 +40,17 @@ void add_bench_command(CLI::App& app, Action& action) {
   cmd->add_option("--steps", args->options.steps, "timed optimiser steps")->capture_default_str();
   cmd->add_option("--warmup", args->options.warmup, "untimed steps first")->capture_default_str();
   cmd->add_option("--peak-tflops", args->options.peak_tflops,
-                  "peak TFLOP/s for MFU (default: the GPU table, or a measured matmul rate on CPU)");
-  cmd->add_option("--threads", args->options.threads, "intra-op threads (default: LibTorch's choice)");
+                  "peak TFLOP/s for MFU (default: the GPU table, or a measured matmul rate on CPU)")
+      ->check(CLI::Validator(
+          [](std::string& text) {
+            char* end = nullptr;
+            const double v = std::strtod(text.c_str(), &end);
+            return end != text.c_str() && *end == '\0' && std::isfinite(v) && v > 0 ? std::string()
+                                                                                  : "expected a positive number, got " + text;
+          },
+          "POSITIVE"));
+  cmd->add_option("--threads", args->options.threads, "intra-op threads (default: LibTorch's choice)")
+      ->check(CLI::Range(1, 1024));
   cmd->add_flag("--no-phase-sync", args->no_phase_sync,
                 "do not synchronise the device between phases (throughput only; the split is then not meaningful)");
   cmd->add_option("--dump", args->options.dump_path,

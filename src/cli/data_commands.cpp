@@ -72,7 +72,9 @@ void add_data_commands(CLI::App& app, Action& action) {
   auto* insp = data->add_subcommand("inspect", "check a token shard and summarise it");
   insp->add_option("SHARD", ia->shard, "shard file")->required();
   insp->add_option("--tokenizer", ia->tokenizer, "also decode the first tokens (byte | .model)");
-  insp->add_option("--head", ia->head, "how many leading tokens to show")->capture_default_str();
+  insp->add_option("--head", ia->head, "how many leading tokens to show")
+      ->check(CLI::Range(0, 1000000000))
+      ->capture_default_str();
   insp->callback([ia, &action] {
     action = [ia] {
       const data::Shard s(ia->shard);

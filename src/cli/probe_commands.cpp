@@ -115,7 +115,7 @@ int run_probe_command(const ProbeArgs& a) {
   const json record = probe_checkpoint(t, a.sets, &table);
   const std::string out = a.out.empty() ? (fs::path(t.checkpoint) / "probe.json").string() : a.out;
   std::cout << t.name << " @ step " << t.weights.step << " (" << t.checkpoint << ")\n" << table;
-  if (fs::path(out).has_parent_path()) fs::create_directories(fs::path(out).parent_path());
+  data::make_parent_dirs(out);
   data::atomic_write_file(out, record.dump(2) + "\n");
   std::cout << "wrote " << out << "\n";
   return 0;
@@ -195,7 +195,7 @@ int run_compare(const CompareArgs& a) {
   std::cout << analysis::compare_table(runs);
   std::string title = "ablate compare:";
   for (size_t i = 0; i < runs.size(); ++i) title += (i ? " vs " : " ") + runs[i].name;
-  if (fs::path(a.out).has_parent_path()) fs::create_directories(fs::path(a.out).parent_path());
+  data::make_parent_dirs(a.out);
   data::atomic_write_file(a.out, analysis::render_html(runs, title));
 
   json summary = analysis::compare_json(runs);
@@ -214,7 +214,7 @@ int run_compare(const CompareArgs& a) {
     row["probe"] = runs[i].probe;
   }
   const std::string json_out = !a.json_out.empty() ? a.json_out : fs::path(a.out).replace_extension(".json").string();
-  if (fs::path(json_out).has_parent_path()) fs::create_directories(fs::path(json_out).parent_path());
+  data::make_parent_dirs(json_out);
   data::atomic_write_file(json_out, summary.dump(2) + "\n");
   std::cout << "wrote " << a.out << " and " << json_out << "\n";
   return 0;

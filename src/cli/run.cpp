@@ -53,6 +53,19 @@ bool set_flush_denormal(bool on) {
   return ok;
 }
 
+namespace {
+
+// Running out of memory is the configuration's doing (model size, micro-batch, sequence length):
+// a one-line error with exit status 2, like any other bad input.
+int out_of_memory(const std::string& what) {
+  std::string first = what.substr(0, what.find('\n'));
+  std::cerr << "ablate: error: out of memory (" << first
+            << "): reduce train.micro_batch, data.seq_len, probe.batch or the model\n";
+  return 2;
+}
+
+}  // namespace
+
 int run(int argc, char** argv) {
   apply_runtime_defaults(argv);
   CLI::App app{"Ablate: train and compare transformer ablations (spikes and sinks)", "ablate"};
@@ -92,9 +105,15 @@ int run(int argc, char** argv) {
   } catch (const UserError& e) {
     std::cerr << "ablate: error: " << e.what() << "\n";
     return 2;
+  } catch (const c10::OutOfMemoryError& e) {
+    return out_of_memory(e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    std::cerr << "ablate: internal error (LibTorch): " << e.what_without_backtrace() << "\n";
+    const std::string what = e.what_without_backtrace();
+    if (what.find("not enough memory") != std::string::npos) return out_of_memory(what);
+    std::cerr << "ablate: internal error (LibTorch): " << what << "\n";
     return 1;
+  } catch (const std::bad_alloc&) {
+    return out_of_memory("std::bad_alloc");
   } catch (const std::exception& e) {
     std::cerr << "ablate: internal error: " << e.what() << "\n";
     return 1;

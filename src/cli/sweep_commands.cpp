@@ -115,7 +115,7 @@ void add_sweep_commands(CLI::App& app, Action& action) {
       auto j = sweep::report_json(p);
       std::cout << sweep::report_table(j);
       const std::string html = !args->html.empty() ? args->html : (fs::path(p.runs_dir) / "report.html").string();
-      fs::create_directories(fs::absolute(html).parent_path());
+      data::make_parent_dirs(fs::absolute(html).string());
       data::atomic_write_file(html, sweep::report_html(p, j));
       std::cout << "report: " << html << "\n";
       if (!args->csv.empty()) data::atomic_write_file(args->csv, sweep::report_csv(j));
@@ -141,7 +141,7 @@ void add_sweep_commands(CLI::App& app, Action& action) {
       o.time = args->time;
       for (const auto& s : args->sets) o.extra_args.insert(o.extra_args.end(), {"--set", s});
       if (!args->out.empty()) o.extra_args.insert(o.extra_args.end(), {"--out", fs::absolute(args->out).string()});
-      fs::create_directories(p.runs_dir);  // Slurm opens --output before the script runs
+      data::make_dirs(p.runs_dir);  // Slurm opens --output before the script runs
       std::string script = sweep::slurm_script(p, o);
       if (args->script.empty()) {
         std::cout << script;

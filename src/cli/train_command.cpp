@@ -86,6 +86,9 @@ int run_train(const TrainArgs& a) {
   auto latest = trainers::find_latest_checkpoint(run_dir);
   if ((a.resume_flag || !a.resume.empty()) && !latest)
     throw UserError(run_dir + ": no complete checkpoint to resume from");
+  if (!latest && trainers::has_checkpoint_dirs(run_dir))  // never start over on top of a run's records
+    throw UserError(run_dir + "/checkpoints: every checkpoint is damaged (see the warnings); nothing was changed: "
+                              "repair one, or start over in a new --run-dir");
   if (latest) {
     std::ifstream in(fs::path(*latest) / "config.yaml");
     std::stringstream ss;
@@ -105,10 +108,9 @@ int run_train(const TrainArgs& a) {
       log::info(log::str("resume: ", k, " changed ", value_at(previous.yaml, k), " -> ", value_at(loaded.yaml, k)));
     setup.resume_from = *latest;
   }
-  if (setup.dist.rank == 0) {  // rank 0 owns the run directory
-    fs::create_directories(run_dir);
-    data::atomic_write_file((fs::path(run_dir) / "config.yaml").string(), loaded.yaml);
-  }
+  // Rank 0 owns the run directory; the trainer writes its config.yaml once the start or the
+  // resumption has succeeded, so a refused resume leaves the directory as it was.
+  if (setup.dist.rank == 0) data::make_dirs(run_dir);
 
   try {
     trainers::train(setup);

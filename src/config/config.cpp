@@ -67,7 +67,7 @@ struct KeyCollector {
     docs.push_back({path, "one of: " + join(allowed, ", "), value, doc, false});
   }
   static std::string bound(double x) {
-    return x == std::floor(x) && std::fabs(x) < 1e15 ? std::to_string(static_cast<int64_t>(x)) : format_double(x);
+    return x == std::floor(x) && std::fabs(x) <= 9007199254740992.0 ? std::to_string(static_cast<int64_t>(x)) : format_double(x);
   }
   static std::string range_text(Range r) {
     if (std::isinf(r.min) && std::isinf(r.max)) return "";
@@ -183,13 +183,14 @@ YAML::Node merge(const YAML::Node& base, const YAML::Node& over) {
 
 YAML::Node parse_yaml(const std::string& text, const std::string& source) {
   try {
-    YAML::Node node = YAML::Load(text);
+    const auto docs = YAML::LoadAll(text);
+    if (docs.size() > 1)
+      throw UserError(source + ":" + std::to_string(docs[1].Mark().line + 1) +
+                      ": a second YAML document ('---'); a config file holds one");
+    YAML::Node node = docs.empty() ? YAML::Node() : docs[0];
     if (!node || node.IsNull()) return YAML::Node(YAML::NodeType::Map);
     if (!node.IsMap()) throw UserError(source + ": the top level must be a mapping of keys");
-    for (const auto& kv : node) {
-      if (!kv.first.IsScalar())
-        throw UserError(source + ":" + std::to_string(kv.first.Mark().line + 1) + ": keys must be plain names");
-    }
+    check_plain_keys(node, source);
     return node;
   } catch (const YAML::Exception& ex) {
     throw UserError(source + ":" + std::to_string(ex.mark.line + 1) + ":" +
@@ -256,6 +257,7 @@ void apply_set(YAML::Node& root, const std::string& assignment, Sources& sources
     throw UserError("--set " + assignment + ": cannot parse the value: " + ex.msg);
   }
   if (!value || value.IsNull()) value = YAML::Node(std::string());
+  check_plain_keys(value, "--set " + assignment);
   auto parts = split_path(key);
   for (const auto& p : parts)
     if (p.empty()) throw UserError("--set " + assignment + ": empty component in key '" + key + "'");
@@ -355,7 +357,7 @@ class Reader {
     } catch (const YAML::Exception&) {
       fail(path, "expected a number, got '" + s + "'");
     }
-    if (std::isnan(v)) fail(path, "expected a number, got '" + s + "'");
+    if (!std::isfinite(v)) fail(path, "expected a finite number, got '" + s + "'");
     check_range(path, v, r);
     out = v;
   }
@@ -449,6 +451,10 @@ void validate(Experiment& e, const Reader& r) {
     r.fail("model.vocab", "is " + std::to_string(m.vocab) + ", the byte tokenizer needs 257 (256 bytes + BOS)");
   if (t.micro_batch > 0 && t.batch % t.micro_batch != 0)
     r.fail("train.micro_batch", std::to_string(t.micro_batch) + " does not divide train.batch " + std::to_string(t.batch));
+  // Token counters are int64 and pass through double in the records: keep them exact.
+  if (t.tokens == 0 && static_cast<double>(t.steps) * t.batch * d.seq_len > 9007199254740992.0)
+    r.fail("train.steps", std::to_string(t.steps) + " steps of " + std::to_string(t.batch * d.seq_len) +
+                              " tokens are more than 2^53 tokens");
   if (t.hard_stop > 0 && t.hard_stop > t.steps && t.tokens == 0)
     r.fail("train.hard_stop", "step " + std::to_string(t.hard_stop) + " is after the last step " + std::to_string(t.steps));
   static const std::regex device_re("auto|cpu|cuda|cuda:[0-9]+");
@@ -517,6 +523,22 @@ Loaded finish(YAML::Node root, const Sources& sources, const std::string& source
 }
 
 }  // namespace
+
+void check_plain_keys(const YAML::Node& node, const std::string& source) {
+  if (node.IsSequence()) {
+    for (const auto& item : node) check_plain_keys(item, source);
+    return;
+  }
+  if (!node.IsMap()) return;
+  std::set<std::string> seen;
+  for (const auto& kv : node) {
+    const std::string where = source + ":" + std::to_string(kv.first.Mark().line + 1);
+    if (!kv.first.IsScalar()) throw UserError(where + ": keys must be plain names, not a list or mapping");
+    if (!seen.insert(kv.first.Scalar()).second)
+      throw UserError(where + ": " + kv.first.Scalar() + ": key given twice in one mapping");
+    check_plain_keys(kv.second, source);
+  }
+}
 
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

@@ -13,6 +13,10 @@
 #include "src/config/experiment.h"
 #include "trainers/trainer.h"
 
+namespace YAML {
+class Node;
+}
+
 namespace ablate::config {
 
 struct Loaded {
@@ -43,6 +47,11 @@ struct KeyDoc {
 };
 std::vector<KeyDoc> schema_docs();
 std::string schema_markdown();
+
+// Every mapping key in `node`, at any depth, must be a plain name and appear once in its mapping
+// (yaml-cpp would keep the first of two equal keys and fail late on a list or mapping as a key).
+// Throws UserError "source:line: ..." otherwise.
+void check_plain_keys(const YAML::Node& node, const std::string& source);
 
 // Edit distance, used for "did you mean" suggestions.
 size_t edit_distance(const std::string& a, const std::string& b);

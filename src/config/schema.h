@@ -22,6 +22,10 @@ inline constexpr Range kAny{};
 inline constexpr Range kPositive{1, std::numeric_limits<double>::infinity()};  // integers ≥ 1
 inline constexpr Range kNonNegative{0, std::numeric_limits<double>::infinity()};
 inline constexpr Range kUnit{0, 1};
+// Sizes: generous for any model this tool trains, small enough that products of them (parameter
+// counts, tokens per step) stay exact in int64 and a typo like d_model=1e11 is a config error.
+inline constexpr Range kSize{1, 1 << 20};
+inline constexpr Range kSizeOrAuto{0, 1 << 20};  // 0 = derived from other keys
 
 // The visitor V provides:
 //   section(path, doc)
@@ -36,13 +40,13 @@ void walk_schema(V& v, E& e) {
 
   v.section("model", "the decoder-only language model (docs/model.md)");
   auto& m = e.model;
-  v.field("model.d_model", m.d_model, "width of the residual stream", kPositive);
-  v.field("model.n_layers", m.n_layers, "number of layers (each = attention block + FFN block)", kPositive);
-  v.field("model.n_heads", m.n_heads, "query heads per layer", kPositive);
-  v.field("model.n_kv_heads", m.n_kv_heads, "key/value heads (grouped queries); 0 = n_heads", kNonNegative);
-  v.field("model.head_dim", m.head_dim, "dimension of each head, independent of d_model", kPositive);
-  v.field("model.vocab", m.vocab, "vocabulary size (embedding rows)", kPositive);
-  v.field("model.max_seq_len", m.max_seq_len, "longest sequence the model accepts; 0 = data.seq_len", kNonNegative);
+  v.field("model.d_model", m.d_model, "width of the residual stream", kSize);
+  v.field("model.n_layers", m.n_layers, "number of layers (each = attention block + FFN block)", Range{1, 1 << 16});
+  v.field("model.n_heads", m.n_heads, "query heads per layer", kSize);
+  v.field("model.n_kv_heads", m.n_kv_heads, "key/value heads (grouped queries); 0 = n_heads", kSizeOrAuto);
+  v.field("model.head_dim", m.head_dim, "dimension of each head, independent of d_model", kSize);
+  v.field("model.vocab", m.vocab, "vocabulary size (embedding rows)", Range{1, 2147483647});
+  v.field("model.max_seq_len", m.max_seq_len, "longest sequence the model accepts; 0 = data.seq_len", kSizeOrAuto);
   v.field("model.tie_embeddings", m.tie_embeddings, "share the embedding matrix with the LM head", kAny);
   v.section("model.norm", "normalisation type and placement");
   v.choice("model.norm.type", m.norm.type, "norm used everywhere", modules::norm_type_names());
@@ -58,7 +62,7 @@ void walk_schema(V& v, E& e) {
   v.choice("model.attention.gate.granularity", m.attention.gate.granularity, "one gate per head or per channel", modules::gate_granularity_names());
   v.section("model.ffn", "feed-forward sublayer");
   v.choice("model.ffn.type", m.ffn.type, "FFN type (none = attention-only)", modules::ffn_type_names());
-  v.field("model.ffn.hidden", m.ffn.hidden, "hidden width; 0 = 4*d_model (gelu) or 8/3*d_model rounded up to 64 (swiglu)", kNonNegative);
+  v.field("model.ffn.hidden", m.ffn.hidden, "hidden width; 0 = 4*d_model (gelu) or 8/3*d_model rounded up to 64 (swiglu)", kSizeOrAuto);
   v.section("model.position", "position encoding");
   v.choice("model.position.type", m.position.type, "position encoding", modules::position_type_names());
   v.field("model.position.base", m.position.base, "RoPE base", Range{1, std::numeric_limits<double>::infinity()});
@@ -73,14 +77,14 @@ void walk_schema(V& v, E& e) {
   v.field("data.train", d.train, "shards: training shard file, directory or glob", kAny);
   v.field("data.val", d.val, "shards: validation shards; empty = val_*.bin beside the train shards", kAny);
   v.field("data.tokenizer", d.tokenizer, "byte | path to a SentencePiece .model", kAny);
-  v.field("data.seq_len", d.seq_len, "tokens per training sequence", kPositive);
+  v.field("data.seq_len", d.seq_len, "tokens per training sequence", kSize);
   v.field("data.loss_window", d.loss_window, "[min, max]: loss only on target positions min..max (1-based); [] = all", kPositive);
   v.field("data.bos", d.bos, "start every sequence with BOS (false: random crops)", kAny);
   v.field("data.seed", d.seed, "seed of the data order, shared by every variant of an ablation", kNonNegative);
   v.section("data.synthetic", "the synthetic language (data.source: synthetic)");
   v.field("data.synthetic.vocab", d.synthetic.vocab, "content token ids (BOS and the marker follow)", Range{2, 1e9});
   v.field("data.synthetic.zipf_exponent", d.synthetic.zipf_exponent, "exponent s of the Zipf law p(k) ~ 1/k^s", Range{0, 10});
-  v.field("data.synthetic.repeat_prob", d.synthetic.repeat_prob, "fraction of positions that repeat an earlier token", kUnit);
+  v.field("data.synthetic.repeat_prob", d.synthetic.repeat_prob, "fraction of positions that repeat an earlier token, below 1", Range{0, 0.999});
   v.field("data.synthetic.repeat_min", d.synthetic.repeat_min, "shortest repeat distance", kPositive);
   v.field("data.synthetic.repeat_max", d.synthetic.repeat_max, "longest repeat distance", kPositive);
   v.field("data.synthetic.val_sequences", d.synthetic.val_sequences, "size of the fixed validation set", kPositive);
@@ -88,10 +92,10 @@ void walk_schema(V& v, E& e) {
   v.section("train", "optimisation, schedule, evaluation, checkpoints (docs/training.md)");
   auto& t = e.train;
   v.field("train.steps", t.steps, "optimiser steps (schedule length)", kPositive);
-  v.field("train.tokens", t.tokens, "> 0: train on this many tokens instead (overrides steps)", kNonNegative);
+  v.field("train.tokens", t.tokens, "> 0: train on this many tokens instead (overrides steps)", Range{0, 9007199254740992.0});
   v.field("train.hard_stop", t.hard_stop, "> 0: stop at this step without changing the schedule", kNonNegative);
-  v.field("train.batch", t.batch, "sequences per optimiser step (global, over all ranks)", kPositive);
-  v.field("train.micro_batch", t.micro_batch, "sequences per forward/backward per rank; 0 = batch", kNonNegative);
+  v.field("train.batch", t.batch, "sequences per optimiser step (global, over all ranks)", kSize);
+  v.field("train.micro_batch", t.micro_batch, "sequences per forward/backward per rank; 0 = batch", kSizeOrAuto);
   v.field("train.clip", t.clip, "global gradient-norm clip; 0 = off", kNonNegative);
   v.choice("train.precision", t.precision, "fp32 | bf16 (autocast, CUDA or CPU)", {"fp32", "bf16"});
   v.field("train.tf32", t.tf32, "allow TF32 matmuls on CUDA", kAny);

@@ -150,6 +150,7 @@ SweepFile parse_sweep(const std::string& path, const std::vector<std::string>& e
     throw UserError(path + ":" + std::to_string(e.mark.line + 1) + ": " + e.msg);
   }
   if (!root.IsMap()) throw UserError(path + ": a sweep file is a mapping (base, name, grid, zip, seeds)");
+  config::check_plain_keys(root, path);
   SweepFile s;
   s.path = path;
   s.dir = fs::path(path).parent_path().string();

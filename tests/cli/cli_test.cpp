@@ -3,11 +3,15 @@
 #include <catch2/catch.hpp>
 
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "src/cli/commands.h"
 
@@ -67,6 +71,42 @@ TEST_CASE("missing files and bad flags exit 2 with one line") {
   CHECK(r.status == 2);
   r = run("");
   CHECK(r.status == 2);
+}
+
+TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
+  const auto dir = std::filesystem::temp_directory_path() / ("ablate-cli-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream((dir / name).string()) << text;
+    return (dir / name).string();
+  };
+  struct Case {
+    std::string args, expect;
+  };
+  const std::string demo = src("configs/demo.yaml");
+  const std::vector<Case> cases = {
+      {"config show " + write("list_key.yaml", "model:\n  [a, b]: 1\n"), "list_key.yaml:2: keys must be plain names"},
+      {"config show " + write("twice.yaml", "model:\n  d_model: 8\n  d_model: 16\n"),
+       "twice.yaml:3: d_model: key given twice"},
+      {"config show " + write("two_docs.yaml", "seed: 1\n---\nseed: 2\n"), "two_docs.yaml:3: a second YAML document"},
+      {"config show " + demo + " --set model.d_model=100000000000", "value 100000000000 is out of range"},
+      {"config show " + demo + " --set model.norm.dyt_alpha=.inf", "expected a finite number"},
+      {"config show " + demo + " --set train.steps=1000000000000 --set train.batch=1000000",
+       "more than 2^53 tokens"},
+      {"model summary " + demo + " --set model.vocab=2000000000 --set model.d_model=1000000", "GiB of memory"},
+      {"bench " + demo + " --threads 100000", "--threads"},
+      {"bench " + demo + " --peak-tflops -1", "--peak-tflops"},
+      {"data inspect x.bin --head -1", "--head"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.args);
+    auto r = run(c.args);
+    INFO(r.out);
+    CHECK(r.status == 2);
+    CHECK(count_lines(r.out) == 1);
+    CHECK(r.out.find(c.expect) != std::string::npos);
+  }
+  std::filesystem::remove_all(dir);
 }
 
 TEST_CASE("help and version") {

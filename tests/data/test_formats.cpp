@@ -203,4 +203,8 @@ TEST_CASE("metrics log: append, truncate_after, torn last line", "[metrics]") {
   CHECK(recs.back()["step"] == 5);
   { std::ofstream(path, std::ios::app) << "garbage\n{\"step\": 6}\n"; }
   CHECK_THROWS_AS(read_metrics(path), UserError);
+  // A damaged record before the end is refused on resume, and the file stays as it was.
+  const std::string before = test::read_text(path);
+  CHECK_THROWS_WITH(truncate_metrics_after(path, 2), Catch::Contains("metrics.jsonl:7:"));
+  CHECK(test::read_text(path) == before);
 }

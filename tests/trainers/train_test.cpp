@@ -18,6 +18,7 @@
 
 #include "common.h"
 #include "data/core/errors.h"
+#include "data/formats/atomic_dir.h"
 #include "data/formats/metrics_log.h"
 #include "data/formats/safetensors.h"
 #include "modules/registry.h"
@@ -267,6 +268,40 @@ TEST_CASE("a damaged checkpoint is skipped in favour of the previous complete on
   // A truncated file is caught the same way.
   fs::resize_file(*fallback + "/optimizer.safetensors", 10);
   CHECK_FALSE(trainers::find_latest_checkpoint(run));
+  // Every checkpoint damaged: the same command again refuses to start over on top of the run.
+  const std::string config = tmp.sub("tiny.yaml"), metrics = test::read_text(run + "/metrics.jsonl");
+  std::ofstream(config) << kTiny;
+  auto r = test::run_ablate("train " + config + " --run-dir " + run + " --set train.steps=8");
+  CHECK(r.status == 2);
+  CHECK(r.out.find("every checkpoint is damaged") != std::string::npos);
+  CHECK(test::read_text(run + "/metrics.jsonl") == metrics);
+  CHECK(fs::exists(run + "/checkpoints/step_00000008"));
+}
+
+TEST_CASE("a train_state.json with a bad step is refused before the run directory changes") {
+  TempDir tmp("state");
+  const std::string run = tmp.sub("run"), config = tmp.sub("tiny.yaml");
+  std::ofstream(config) << kTiny;
+  auto r = test::run_ablate("train " + config + " --run-dir " + run + " --set train.steps=4");
+  REQUIRE(r.status == 0);
+  const std::string ckpt = *trainers::find_latest_checkpoint(run);
+  const std::string metrics = test::read_text(run + "/metrics.jsonl"), yaml = test::read_text(run + "/config.yaml");
+  for (const char* bad : {"-100", "1e300", "\"4\""}) {
+    INFO(bad);
+    // Edit the step and re-sign the manifest, as a hand edit or a foreign tool would.
+    auto state = nlohmann::json::parse(test::read_text(ckpt + "/train_state.json"));
+    state["step"] = nlohmann::json::parse(bad);
+    const std::string text = state.dump(2);
+    std::ofstream(ckpt + "/train_state.json", std::ios::trunc) << text;
+    auto manifest = nlohmann::json::parse(test::read_text(ckpt + "/manifest.json"));
+    manifest["files"]["train_state.json"] = {{"bytes", text.size()}, {"sha256", data::sha256_hex(text)}};
+    std::ofstream(ckpt + "/manifest.json", std::ios::trunc) << manifest.dump(2);
+    r = test::run_ablate("train " + config + " --run-dir " + run + " --set train.steps=8");
+    CHECK(r.status == 2);
+    CHECK(r.out.find("train_state.json: step: expected a non-negative integer") != std::string::npos);
+    CHECK(test::read_text(run + "/metrics.jsonl") == metrics);
+    CHECK(test::read_text(run + "/config.yaml") == yaml);  // still train.steps 4
+  }
 }
 
 TEST_CASE("a checkpoint with a different model is refused with a clear message") {
