@@ -43,6 +43,8 @@ void atomic_write_file(const std::string& path, const std::string& bytes);
 void make_dirs(const std::string& dir);
 // make_dirs for the folder a file `path` goes into (nothing for a bare file name).
 void make_parent_dirs(const std::string& path);
+// Before long work whose result goes to `path`: its folder exists (made) and it is not a folder.
+void prepare_output_file(const std::string& path);
 
 // Lower-case hex SHA-256 of a file / of bytes.
 std::string sha256_file(const std::string& path);

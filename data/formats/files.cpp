@@ -103,6 +103,12 @@ void make_parent_dirs(const std::string& path) {
   if (!parent.empty()) make_dirs(parent.string());
 }
 
+void prepare_output_file(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
+  make_parent_dirs(path);
+}
+
 void atomic_write_file(const std::string& path, const std::string& bytes) {
   std::error_code ec;
   if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
@@ -254,11 +260,9 @@ Lines read_lines(const std::string& path) {
 
 bool blank(const std::string& s) { return s.find_first_not_of(" \t\r") == std::string::npos; }
 
-}  // namespace
-
 // The fields every reader relies on (docs/training.md): an object; "step" a non-negative integer
 // and "split" a string where present.
-static void check_record(const nlohmann::json& r, const std::string& path, size_t line) {
+void check_record(const nlohmann::json& r, const std::string& path, size_t line) {
   if (!r.is_object()) throw UserError(log::str(path, ":", line, ": not a JSON object"));
   if (r.contains("step") && !(r["step"].is_number_integer() && r["step"].get<int64_t>() >= 0))
     throw UserError(log::str(path, ":", line, ": step: expected a non-negative integer, got ", r["step"].dump()));
@@ -266,66 +270,58 @@ static void check_record(const nlohmann::json& r, const std::string& path, size_
     throw UserError(log::str(path, ":", line, ": split: expected a string, got ", r["split"].dump()));
 }
 
+struct Record {
+  std::string text;
+  nlohmann::json value;
+};
+
+// The records of a metrics file, each checked (check_record). The last line may be torn by a
+// crash mid-write (no newline, or not JSON with nothing after it): it is skipped with a warning
+// and counted in *torn. Any other damaged line is a UserError naming its line.
+std::vector<Record> parse_metrics(const std::string& path, size_t* torn = nullptr) {
+  const Lines lines = read_lines(path);
+  std::vector<Record> out;
+  auto add = [&](const std::string& text, size_t number, bool may_be_torn) {
+    if (blank(text)) return;
+    nlohmann::json value;
+    try {
+      value = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception&) {
+      if (!may_be_torn) throw UserError(log::str(path, ":", number, ": not a JSON object"));
+      log::warn(log::str(path, ":", number, ": torn last record skipped"));
+      if (torn) ++*torn;
+      return;
+    }
+    check_record(value, path, number);
+    out.push_back({text, std::move(value)});
+  };
+  for (size_t i = 0; i < lines.complete.size(); ++i)
+    add(lines.complete[i], i + 1, i + 1 == lines.complete.size() && lines.torn.empty());
+  add(lines.torn, lines.complete.size() + 1, true);  // complete JSON may just lack its newline
+  return out;
+}
+
+}  // namespace
+
 std::vector<nlohmann::json> read_metrics(const std::string& path) {
   if (!fs::exists(path)) throw UserError(log::str(path, ": metrics log not found"));
-  const Lines lines = read_lines(path);
   std::vector<nlohmann::json> out;
-  for (size_t i = 0; i < lines.complete.size(); ++i) {
-    if (blank(lines.complete[i])) continue;
-    try {
-      out.push_back(nlohmann::json::parse(lines.complete[i]));
-    } catch (const nlohmann::json::exception&) {
-      if (i + 1 == lines.complete.size() && lines.torn.empty()) {
-        log::warn(log::str(path, ":", i + 1, ": torn last record skipped"));
-        continue;
-      }
-      throw UserError(log::str(path, ":", i + 1, ": not a JSON object"));
-    }
-    check_record(out.back(), path, i + 1);
-  }
-  if (!blank(lines.torn)) {
-    try {
-      out.push_back(nlohmann::json::parse(lines.torn));  // complete JSON, just no newline
-    } catch (const nlohmann::json::exception&) {
-      log::warn(log::str(path, ":", lines.complete.size() + 1, ": torn last record skipped"));
-      return out;
-    }
-    check_record(out.back(), path, lines.complete.size() + 1);
-  }
+  for (auto& r : parse_metrics(path)) out.push_back(std::move(r.value));
   return out;
 }
 
 void truncate_metrics_after(const std::string& path, int64_t step) {
   if (!fs::exists(path)) return;
-  const Lines lines = read_lines(path);
-  std::string kept;
   size_t dropped = 0;
-  size_t number = 0;
-  for (const auto& line : lines.complete) {
-    ++number;
-    if (blank(line)) continue;
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(line);
-    } catch (const nlohmann::json::exception&) {
-      j = nullptr;
-    }
-    // A damaged last line is a torn write (as read_metrics reads it); one before the end is not:
-    // keep the file as it is and say where.
-    if (!j.is_object() && number == lines.complete.size() && lines.torn.empty()) {
+  std::string kept;
+  // A damaged record throws here, before anything is written: the file stays as it was.
+  for (const auto& r : parse_metrics(path, &dropped)) {
+    if (r.value.contains("step") && r.value["step"].get<int64_t>() > step) {
       ++dropped;
       continue;
     }
-    if (!j.is_object())
-      throw UserError(log::str(path, ":", number, ": not a JSON object record; nothing was changed (fix or remove the "
-                               "line, then resume)"));
-    if (j.contains("step") && j["step"].is_number() && j["step"].get<double>() > step) {
-      ++dropped;
-      continue;
-    }
-    kept += line + "\n";
+    kept += r.text + "\n";
   }
-  if (!lines.torn.empty()) ++dropped;
   if (dropped) log::info(log::str(path, ": dropped ", dropped, " record(s) past step ", step));
   atomic_write_file(path, kept);
 }

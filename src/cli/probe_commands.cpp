@@ -111,11 +111,11 @@ struct ProbeArgs {
 int run_probe_command(const ProbeArgs& a) {
   check_probe_sets(a.sets);
   const Target t = resolve_target(a.path);
+  const std::string out = a.out.empty() ? (fs::path(t.checkpoint) / "probe.json").string() : a.out;
+  data::prepare_output_file(out);  // before the probe, not after it
   std::string table;
   const json record = probe_checkpoint(t, a.sets, &table);
-  const std::string out = a.out.empty() ? (fs::path(t.checkpoint) / "probe.json").string() : a.out;
   std::cout << t.name << " @ step " << t.weights.step << " (" << t.checkpoint << ")\n" << table;
-  data::make_parent_dirs(out);
   data::atomic_write_file(out, record.dump(2) + "\n");
   std::cout << "wrote " << out << "\n";
   return 0;
@@ -155,6 +155,9 @@ int run_compare(const CompareArgs& a) {
   if (a.paths.size() < 2) throw UserError("compare: give at least two run directories or checkpoints");
   std::vector<Target> targets;
   for (const auto& p : a.paths) targets.push_back(resolve_target(p));  // all paths checked before any work
+  const std::string json_out = !a.json_out.empty() ? a.json_out : fs::path(a.out).replace_extension(".json").string();
+  data::prepare_output_file(a.out);
+  data::prepare_output_file(json_out);
 
   std::vector<analysis::RunData> runs;
   std::map<std::string, int> seen;
@@ -195,7 +198,6 @@ int run_compare(const CompareArgs& a) {
   std::cout << analysis::compare_table(runs);
   std::string title = "ablate compare:";
   for (size_t i = 0; i < runs.size(); ++i) title += (i ? " vs " : " ") + runs[i].name;
-  data::make_parent_dirs(a.out);
   data::atomic_write_file(a.out, analysis::render_html(runs, title));
 
   json summary = analysis::compare_json(runs);
@@ -213,8 +215,6 @@ int run_compare(const CompareArgs& a) {
     row["weight_diff"] = diffs;
     row["probe"] = runs[i].probe;
   }
-  const std::string json_out = !a.json_out.empty() ? a.json_out : fs::path(a.out).replace_extension(".json").string();
-  data::make_parent_dirs(json_out);
   data::atomic_write_file(json_out, summary.dump(2) + "\n");
   std::cout << "wrote " << a.out << " and " << json_out << "\n";
   return 0;

@@ -119,6 +119,8 @@ int run_train(const TrainArgs& a) {
     // at the last checkpoint (resumable).
     log::error(e.what());
     return 1;
+  } catch (const c10::OutOfMemoryError&) {
+    throw;  // the configuration's doing on every rank: exit 2 (run.cpp)
   } catch (const c10::Error& e) {
     if (!setup.dist.active()) throw;
     // A collective inside the backward pass (the Reducer's bucket all-reduce) failed. Any other

@@ -184,9 +184,10 @@ YAML::Node merge(const YAML::Node& base, const YAML::Node& over) {
 YAML::Node parse_yaml(const std::string& text, const std::string& source) {
   try {
     const auto docs = YAML::LoadAll(text);
-    if (docs.size() > 1)
-      throw UserError(source + ":" + std::to_string(docs[1].Mark().line + 1) +
-                      ": a second YAML document ('---'); a config file holds one");
+    for (size_t i = 1; i < docs.size(); ++i)  // an empty document (a trailing '---') is harmless
+      if (docs[i] && !docs[i].IsNull())
+        throw UserError(source + ":" + std::to_string(docs[i].Mark().line + 1) +
+                        ": a second YAML document ('---'); a config file holds one");
     YAML::Node node = docs.empty() ? YAML::Node() : docs[0];
     if (!node || node.IsNull()) return YAML::Node(YAML::NodeType::Map);
     if (!node.IsMap()) throw UserError(source + ": the top level must be a mapping of keys");
@@ -524,9 +525,17 @@ Loaded finish(YAML::Node root, const Sources& sources, const std::string& source
 
 }  // namespace
 
-void check_plain_keys(const YAML::Node& node, const std::string& source) {
+namespace {
+
+void check_plain_keys(const YAML::Node& node, const std::string& source, int depth) {
+  // An alias inside the node it names (`a: &x {b: *x}`) is a cycle: every walk of it recurses
+  // without end, so refuse deep nesting here, before anything else walks the tree.
+  constexpr int kMaxDepth = 64;
+  if ((node.IsSequence() || node.IsMap()) && depth > kMaxDepth)
+    throw UserError(source + ":" + std::to_string(node.Mark().line + 1) + ": nested deeper than " +
+                    std::to_string(kMaxDepth) + " levels (an alias that refers to itself?)");
   if (node.IsSequence()) {
-    for (const auto& item : node) check_plain_keys(item, source);
+    for (const auto& item : node) check_plain_keys(item, source, depth + 1);
     return;
   }
   if (!node.IsMap()) return;
@@ -536,9 +545,13 @@ void check_plain_keys(const YAML::Node& node, const std::string& source) {
     if (!kv.first.IsScalar()) throw UserError(where + ": keys must be plain names, not a list or mapping");
     if (!seen.insert(kv.first.Scalar()).second)
       throw UserError(where + ": " + kv.first.Scalar() + ": key given twice in one mapping");
-    check_plain_keys(kv.second, source);
+    check_plain_keys(kv.second, source, depth + 1);
   }
 }
+
+}  // namespace
+
+void check_plain_keys(const YAML::Node& node, const std::string& source) { check_plain_keys(node, source, 0); }
 
 size_t edit_distance(const std::string& a, const std::string& b) {
   std::vector<size_t> prev(b.size() + 1), cur(b.size() + 1);

@@ -87,7 +87,7 @@ void walk_schema(V& v, E& e) {
   v.field("data.synthetic.repeat_prob", d.synthetic.repeat_prob, "fraction of positions that repeat an earlier token, below 1", Range{0, 0.999});
   v.field("data.synthetic.repeat_min", d.synthetic.repeat_min, "shortest repeat distance", kPositive);
   v.field("data.synthetic.repeat_max", d.synthetic.repeat_max, "longest repeat distance", kPositive);
-  v.field("data.synthetic.val_sequences", d.synthetic.val_sequences, "size of the fixed validation set", kPositive);
+  v.field("data.synthetic.val_sequences", d.synthetic.val_sequences, "size of the fixed validation set", kSize);
 
   v.section("train", "optimisation, schedule, evaluation, checkpoints (docs/training.md)");
   auto& t = e.train;
@@ -114,7 +114,7 @@ void walk_schema(V& v, E& e) {
   v.field("train.schedule.decay_fraction", t.schedule.decay_fraction, "wsd: fraction of steps spent decaying", kUnit);
   v.section("train.eval", "validation");
   v.field("train.eval.every", t.eval.every, "evaluate every N steps; 0 = only at the end", kNonNegative);
-  v.field("train.eval.batches", t.eval.batches, "validation batches per evaluation", kPositive);
+  v.field("train.eval.batches", t.eval.batches, "validation batches per evaluation", kSize);
   v.section("train.checkpoint", "checkpoints (docs/checkpoints.md)");
   v.field("train.checkpoint.every", t.checkpoint.every, "checkpoint every N steps; 0 = only at the end", kNonNegative);
   v.field("train.checkpoint.keep", t.checkpoint.keep, "keep the last K complete checkpoints", kPositive);
@@ -128,14 +128,14 @@ void walk_schema(V& v, E& e) {
 
   v.section("probe", "spike and sink measurement (docs/metrics.md)");
   auto& p = e.probe;
-  v.field("probe.sequences", p.sequences, "probe-set size", kPositive);
+  v.field("probe.sequences", p.sequences, "probe-set size", kSize);
   v.field("probe.seq_len", p.seq_len, "probe sequence length T; 0 = min(64, the model's sequence length)", kNonNegative);
-  v.field("probe.batch", p.batch, "sequences per forward pass", kPositive);
+  v.field("probe.batch", p.batch, "sequences per forward pass", kSize);
   v.field("probe.sink_epsilon", p.sink_epsilon, "epsilon of Sink_k^eps", kUnit);
   v.field("probe.massive_abs", p.massive_abs, "massive: |h| above this ...", kNonNegative);
   v.field("probe.massive_ratio", p.massive_ratio, "... and at least this times the median |h|", kNonNegative);
   v.field("probe.seed", p.seed, "which validation sequences form the probe set", kNonNegative);
-  v.field("probe.train_sequences", p.train_sequences, "probe-set size for in-training probes", kPositive);
+  v.field("probe.train_sequences", p.train_sequences, "probe-set size for in-training probes", kSize);
   v.field("probe.delimiters", p.delimiters, "token ids of the delimiter sink; [] = the tokenizer's . , ; : ! ? newline (synthetic data: none)", kNonNegative);
 }
 

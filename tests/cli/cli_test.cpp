@@ -89,6 +89,7 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
       {"config show " + write("twice.yaml", "model:\n  d_model: 8\n  d_model: 16\n"),
        "twice.yaml:3: d_model: key given twice"},
       {"config show " + write("two_docs.yaml", "seed: 1\n---\nseed: 2\n"), "two_docs.yaml:3: a second YAML document"},
+      {"config show " + write("cycle.yaml", "model: &x {d_model: 8, extra: *x}\n"), "nested deeper than 64 levels"},
       {"config show " + demo + " --set model.d_model=100000000000", "value 100000000000 is out of range"},
       {"config show " + demo + " --set model.norm.dyt_alpha=.inf", "expected a finite number"},
       {"config show " + demo + " --set train.steps=1000000000000 --set train.batch=1000000",
@@ -106,6 +107,10 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
     CHECK(count_lines(r.out) == 1);
     CHECK(r.out.find(c.expect) != std::string::npos);
   }
+  // An empty document after the first (a trailing '---') is not a second config.
+  auto r = run("config show " + write("trailing.yaml", "seed: 7\n---\n"));
+  CHECK(r.status == 0);
+  CHECK(r.out.find("seed: 7\n") != std::string::npos);
   std::filesystem::remove_all(dir);
 }
 

@@ -207,4 +207,11 @@ TEST_CASE("metrics log: append, truncate_after, torn last line", "[metrics]") {
   const std::string before = test::read_text(path);
   CHECK_THROWS_WITH(truncate_metrics_after(path, 2), Catch::Contains("metrics.jsonl:7:"));
   CHECK(test::read_text(path) == before);
+  // A record whose step is not a step number is refused by every reader, resume included.
+  { std::ofstream(path, std::ios::trunc) << "{\"step\": \"1\", \"split\": \"train\"}\n{\"step\": 2}\n"; }
+  CHECK_THROWS_WITH(read_metrics(path), Catch::Contains("metrics.jsonl:1: step: expected a non-negative integer"));
+  CHECK_THROWS_WITH(truncate_metrics_after(path, 1), Catch::Contains("metrics.jsonl:1: step"));
+  // A complete last line that is JSON but no record is an error too, not a torn write.
+  { std::ofstream(path, std::ios::trunc) << "{\"step\": 1}\n[2]\n"; }
+  CHECK_THROWS_WITH(truncate_metrics_after(path, 1), Catch::Contains("metrics.jsonl:2: not a JSON object"));
 }
