@@ -64,9 +64,13 @@ struct TrainArgs {
   std::string run_dir;
   std::string resume;  // RUN_DIR given to --resume
   bool resume_flag = false;
+  bool run_dir_given = false;
 };
 
 int run_train(const TrainArgs& a) {
+  if (a.run_dir_given && a.run_dir.empty()) throw UserError("--run-dir: empty; give a directory");
+  if (!a.run_dir.empty() && !a.resume.empty() && fs::path(a.run_dir).lexically_normal() != fs::path(a.resume).lexically_normal())
+    throw UserError("--resume " + a.resume + " and --run-dir " + a.run_dir + " name different run directories; give one");
   std::string config_path = a.config;
   if (config_path.empty()) {
     if (a.resume.empty()) throw UserError("train: give a CONFIG.yaml, or --resume RUN_DIR");
@@ -143,6 +147,7 @@ void add_train_command(CLI::App& app, Action& action) {
       ->expected(0, 1);
   train->callback([args, train, &action] {
     args->resume_flag = train->count("--resume") > 0;
+    args->run_dir_given = train->count("--run-dir") > 0;
     action = [args] { return run_train(*args); };
   });
 }

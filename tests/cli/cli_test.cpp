@@ -98,6 +98,8 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
       {"bench " + demo + " --threads 100000", "--threads"},
       {"bench " + demo + " --peak-tflops -1", "--peak-tflops"},
       {"data inspect x.bin --head -1", "--head"},
+      {"train " + demo + " --run-dir ''", "--run-dir: empty"},
+      {"train --resume " + dir.string() + "/a --run-dir " + dir.string() + "/b", "name different run directories"},
   };
   for (const auto& c : cases) {
     INFO(c.args);
