@@ -950,6 +950,11 @@ def scan_table(pts, out, probe_len):
             scan_label(i, p), p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
             f(p["sink_eps_max"], ".3f"), f(p.get("fp_ratio"), ".1f"), f(p.get("fp_sink_eps_max"), ".3f"),
             f(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
+    if any(p["state"] == "failed" for p in pts):
+        out.append("")
+        out.append("state *failed* is the sweep's word for a point that ended before its last step, by an error or "
+                   "stopped by a signal at a session's end (its run directory's `failed` file says which; "
+                   "`sweep run` resumes it from its last checkpoint while that directory exists).")
     out.append("")
     out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3):\n")
     for i, p in enumerate(pts):
