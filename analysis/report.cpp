@@ -256,9 +256,9 @@ json compare_json(const std::vector<RunData>& runs) {
                 {"intervention_selection", at_path(p, {"interventions", "selection"})}};
     const json peak = at_path(p, {"spike", "peak_block"});
     const json blocks = at_path(p, {"spike", "blocks"});
-    if (peak.is_number_integer() && peak.get<int64_t>() >= 0 && blocks.is_array() && peak.get<size_t>() < blocks.size() &&
-        blocks[peak.get<size_t>()].is_object())
-      row["spike_ratio"] = at_path(blocks[peak.get<size_t>()], {"ratio"});
+    if (peak.is_number_integer() && blocks.is_array() && peak.get<int64_t>() >= 0 &&
+        peak.get<size_t>() < blocks.size())
+      row["spike_ratio"] = at_path(blocks[peak.get<size_t>()], {"ratio"});  // null unless an object with "ratio"
     if (!run.weight_diff.empty()) {
       double sum = 0;
       for (const auto& w : run.weight_diff) sum += w.relative_norm;

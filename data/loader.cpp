@@ -181,6 +181,7 @@ struct Loader::Impl {
         out.emplace_back(p);
         const Shard& sh = out.back();
         for (int64_t i = 0; i < sh.size(); ++i) max_id = std::max(max_id, sh[i]);
+        check_max_id(sh, max_id);
         files_hash = hash_combine(files_hash, static_cast<uint64_t>(sh.size()));
       }
     };

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 
 #include "data/core/errors.h"
 #include "data/core/log.h"
@@ -106,16 +107,13 @@ void Shard::read(int64_t start, int64_t n, int32_t* out) const {
     for (int64_t i = 0; i < n; ++i) out[i] = p[i];
   } else {
     const auto* p = reinterpret_cast<const uint32_t*>(tokens_) + start;
-    uint32_t any = 0;
-    for (int64_t i = 0; i < n; ++i) {
-      any |= p[i];
-      out[i] = static_cast<int32_t>(p[i]);
-    }
-    if (any > 0x7fffffffu)  // ids are int32 everywhere past the shard
-      for (int64_t i = 0; i < n; ++i)
-        if (p[i] > 0x7fffffffu)
-          throw UserError(log::str(path_, ": token ", start + i, ": id ", p[i], " is above 2^31 - 1"));
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<int32_t>(p[i]);  // ids checked at open (max_id)
   }
+}
+
+void check_max_id(const Shard& shard, int64_t max_id) {
+  if (max_id > std::numeric_limits<int32_t>::max())
+    throw UserError(log::str(shard.path(), ": token id ", max_id, " is above 2^31 - 1 (ids are int32)"));
 }
 
 // --- Writer ----------------------------------------------------------------------------------

@@ -51,6 +51,10 @@ class Shard {
   int32_t version_ = 0;
 };
 
+// Token ids are int32 past the shard (uint32 shards can hold more): UserError naming the shard
+// when its largest id, found by a scan the caller does anyway, does not fit.
+void check_max_id(const Shard& shard, int64_t max_id);
+
 // Streams tokens into <dir>/<name>_000000.bin, <name>_000001.bin, ..., starting a new file
 // every `shard_tokens` tokens. Memory is bounded by a fixed write buffer. Each file is written
 // as "<file>.partial" and renamed when complete, so a crash never leaves a valid-looking shard.

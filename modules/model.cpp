@@ -2,9 +2,9 @@
 #include "modules/model.h"
 
 #include <ATen/ATen.h>
-#include <unistd.h>
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/init.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -215,7 +215,9 @@ namespace {
 void check_fits_in_memory(const ModelOptions& o) {
   const double C = o.d_model, L = o.n_layers, H = o.n_heads, E = o.head_dim, V = o.vocab,
                F = static_cast<double>(effective_ffn_hidden(o)), T = o.max_seq_len;
-  const double params = 2 * V * C + L * (4 * C * H * E + 3 * C * F) + T * C;  // upper estimate, no overflow
+  // An upper estimate of parameter_count (embeddings, attention, a gated FFN, positions), in double:
+  // within the schema's bounds the exact int64 closed form can overflow.
+  const double params = 2 * V * C + L * (4 * C * H * E + 3 * C * F) + T * C;
   const double bytes = params * 4;
   const double ram = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * static_cast<double>(sysconf(_SC_PAGE_SIZE));
   if (ram > 0 && bytes > ram) {

@@ -89,6 +89,10 @@ std::string parent_of(const std::string& path) {
   auto p = fs::path(path).parent_path();
   return p.empty() ? "." : p.string();
 }
+void refuse_directory(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
+}
 }  // namespace
 
 void make_dirs(const std::string& dir) {
@@ -104,14 +108,13 @@ void make_parent_dirs(const std::string& path) {
 }
 
 void prepare_output_file(const std::string& path) {
-  std::error_code ec;
-  if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
+  refuse_directory(path);
   make_parent_dirs(path);
 }
 
 void atomic_write_file(const std::string& path, const std::string& bytes) {
+  refuse_directory(path);
   std::error_code ec;
-  if (fs::is_directory(path, ec)) throw UserError(log::str(path, ": is a directory, expected a file name"));
   const std::string parent = parent_of(path);
   if (!fs::is_directory(parent, ec))
     throw UserError(log::str(path, ": cannot write: ", parent, fs::exists(parent, ec) ? " is not a directory" : " does not exist"));

@@ -122,14 +122,12 @@ SafetensorsFile load_safetensors(const std::string& path) {
     } catch (const nlohmann::json::exception& ex) {
       throw bad(log::str("tensor '", name, "': ", ex.what()));
     }
-    uint64_t numel = 1, want = 0;
+    uint64_t want = at::elementSize(e.type);  // bytes: the element size times every dimension
     for (auto d : e.shape) {
       if (d < 0) throw bad(log::str("tensor '", name, "': negative dimension"));
-      if (__builtin_mul_overflow(numel, static_cast<uint64_t>(d), &numel))
+      if (__builtin_mul_overflow(want, static_cast<uint64_t>(d), &want))
         throw bad(log::str("tensor '", name, "': shape ", nlohmann::json(e.shape).dump(), " has too many elements"));
     }
-    if (__builtin_mul_overflow(numel, static_cast<uint64_t>(at::elementSize(e.type)), &want))
-      throw bad(log::str("tensor '", name, "': shape ", nlohmann::json(e.shape).dump(), " has too many elements"));
     if (e.end < e.begin || e.end - e.begin != want)
       throw bad(log::str("tensor '", name, "': data_offsets [", e.begin, ", ", e.end, ") hold ", e.end - e.begin,
                          " bytes, shape and dtype need ", want));

@@ -83,6 +83,7 @@ void add_data_commands(CLI::App& app, Action& action) {
         max_id = std::max(max_id, s[i]);
         min_id = std::min(min_id, s[i]);
       }
+      data::check_max_id(s, max_id);
       std::cout << s.path() << "\n  format:  llm.c shard, magic " << s.magic() << ", version " << s.version() << ", uint"
                 << 8 * s.token_bytes() << " tokens\n  tokens:  " << s.size() << "\n";
       if (s.size() > 0) std::cout << "  ids:     " << min_id << ".." << max_id << "\n";

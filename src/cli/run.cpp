@@ -108,9 +108,7 @@ int run(int argc, char** argv) {
   } catch (const c10::OutOfMemoryError& e) {
     return out_of_memory(e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    const std::string what = e.what_without_backtrace();
-    if (what.find("not enough memory") != std::string::npos) return out_of_memory(what);
-    std::cerr << "ablate: internal error (LibTorch): " << what << "\n";
+    std::cerr << "ablate: internal error (LibTorch): " << e.what_without_backtrace() << "\n";
     return 1;
   } catch (const std::bad_alloc&) {
     return out_of_memory("std::bad_alloc");

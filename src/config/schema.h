@@ -22,8 +22,9 @@ inline constexpr Range kAny{};
 inline constexpr Range kPositive{1, std::numeric_limits<double>::infinity()};  // integers ≥ 1
 inline constexpr Range kNonNegative{0, std::numeric_limits<double>::infinity()};
 inline constexpr Range kUnit{0, 1};
-// Sizes: generous for any model this tool trains, small enough that products of them (parameter
-// counts, tokens per step) stay exact in int64 and a typo like d_model=1e11 is a config error.
+// Sizes: generous for any model this tool trains, small enough that tokens per step (batch x
+// seq_len) stay exact in int64 and a typo like d_model=1e11 is a config error. Products of several
+// (parameter counts) can still pass int64: the model's memory check computes them in double.
 inline constexpr Range kSize{1, 1 << 20};
 inline constexpr Range kSizeOrAuto{0, 1 << 20};  // 0 = derived from other keys
 
