@@ -299,8 +299,8 @@ def num(x):
     return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
 
 
-def mean_tensor(x):
-    """Mean of a nested list of numbers (bias_mass is layers x heads), None when empty."""
+def flat_numbers(x):
+    """The finite numbers of a nested list (bias_mass and alpha1 are layers x heads)."""
     flat = []
 
     def walk(y):
@@ -310,7 +310,19 @@ def mean_tensor(x):
         elif num(y) is not None:
             flat.append(float(y))
     walk(x)
+    return flat
+
+
+def mean_tensor(x):
+    """Mean of a nested list of numbers, None when empty."""
+    flat = flat_numbers(x)
     return sum(flat) / len(flat) if flat else None
+
+
+def max_tensor(x):
+    """Largest number of a nested list, None when empty."""
+    flat = flat_numbers(x)
+    return max(flat) if flat else None
 
 
 def probe_numbers(pr):
@@ -329,6 +341,8 @@ def probe_numbers(pr):
         "sink_mass": num(sink.get("mass")),
         "sink_eps": num(sink.get("sink_eps")),
         "sink_eps_max": max(per_layer) if per_layer else None,
+        # the largest per-head alpha_1 (attention on position 0): what Sink^0.3 thresholds, graded
+        "alpha1_max": max_tensor(sink.get("alpha1")),
         "bias_mass": mean_tensor(sink.get("bias_mass")),
         "probe_loss": num(pr.get("loss")),
         "norm_input_top1": num((spike.get("norm_inputs") or {}).get("peak_top1")),
@@ -340,7 +354,8 @@ def probe_numbers(pr):
 # final_probe.json): norm-placement, for P12's "spike before the norm" — the in-training records
 # of runs made before the probe reported norm inputs do not have it.
 FULL_PROBE_SWEEPS = ("norm-placement", "natural-norm-placement")
-FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio", "fp_ratio", "fp_sink_eps_max"]
+FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio", "fp_ratio", "fp_sink_eps_max",
+                   "fp_alpha1_max"]
 ABLATE = [None]  # the binary, set by main()
 # The scans' finished points are also probed over their whole context on 100 validation sequences
 # (T 256; the first pass's in-training probes read only the first 64 positions, the default
@@ -361,18 +376,19 @@ def full_probe(run_dir, sets=(), name="final_probe.json"):
         n = probe_numbers(json.load(f).get("probe", {}))
     return {"fp_spike": n["spike_magnitude"], "fp_norm_input_top1": n["norm_input_top1"],
             "fp_norm_input_ratio": n["norm_input_ratio"], "fp_ratio": n["spike_ratio"],
-            "fp_sink_eps_max": n["sink_eps_max"]}
+            "fp_sink_eps_max": n["sink_eps_max"], "fp_alpha1_max": n["alpha1_max"]}
 
 
 POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
               "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss",
-              "norm_input_top1", "norm_input_ratio"] + FULL_PROBE_COLS
-CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max"]
+              "norm_input_top1", "norm_input_ratio", "alpha1_max"] + FULL_PROBE_COLS
+CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max",
+              "alpha1_max"]
 
 
 # Per-point numbers read from the run's records rather than the sweep report.
 EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
-              "norm_input_ratio"] + FULL_PROBE_COLS
+              "norm_input_ratio", "alpha1_max"] + FULL_PROBE_COLS
 
 
 def load_sweep(name, results_dir, runs_dir):
@@ -941,28 +957,30 @@ def scan_table(pts, out, probe_len):
     """Rows of one scan: the last in-training probe (over probe_len positions) and, for finished
     points, the whole-context probe of the last checkpoint (100 validation sequences)."""
     out.append("| point | state | step | top-1/median (%s) | spike (%s) | max layer Sink^0.3 (%s) | "
-               "top-1/median (final, T 256) | max layer Sink^0.3 (final, T 256) | val loss | both present |"
-               % (probe_len, probe_len, probe_len))
-    out.append("|---|---|---|---|---|---|---|---|---|---|")
+               "top-1/median (final, T 256) | max layer Sink^0.3 (final, T 256) | largest head α₁ (final, T 256) | "
+               "val loss | both present |" % (probe_len, probe_len, probe_len))
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|")
     f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
     for i, p in enumerate(pts):
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             scan_label(i, p), p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
             f(p["sink_eps_max"], ".3f"), f(p.get("fp_ratio"), ".1f"), f(p.get("fp_sink_eps_max"), ".3f"),
-            f(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
+            f(p.get("fp_alpha1_max"), ".3f"), f(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
     if any(p["state"] == "failed" for p in pts):
         out.append("")
         out.append("state *failed* is the sweep's word for a point that ended before its last step, by an error or "
                    "stopped by a signal at a session's end (its run directory's `failed` file says which; "
                    "`sweep run` resumes it from its last checkpoint while that directory exists).")
     out.append("")
-    out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3):\n")
+    out.append("Emergence per point (in-training probes: step → top-1/median, max per-layer Sink^0.3, largest "
+               "per-head α₁ = mean attention on position 0, the number Sink^0.3 compares with 0.3):\n")
     for i, p in enumerate(pts):
         cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
         if cs:
             out.append("- %s: %s" % (scan_label(i, p), "; ".join(
-                "%d → %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
-                                 "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-")
+                "%d → %s, %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
+                                     "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-",
+                                     "%.2f" % c["alpha1_max"] if c.get("alpha1_max") is not None else "-")
                 for c in cs)))
     out.append("")
 
@@ -996,12 +1014,13 @@ def render_scan(pts, first, out):
         both = [scan_label(i, p) for i, p in done if scan_both(p)]
         ratios = [(c.get("spike_ratio") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
         sinks = [(c.get("sink_eps_max") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
+        alphas = [(c.get("alpha1_max") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
         todo = [scan_label(i, p) for i, p in enumerate(pts) if p["state"] != "done"]
         txt = ("**Where the scan stands**: %d of %d points finished. Largest top-1/median at any in-training probe: "
-               "%s; largest max per-layer Sink^0.3: %s. " % (
+               "%s; largest max per-layer Sink^0.3: %s; largest per-head α₁: %s. " % (
                    len(done), len(pts), "%.1f (%s, step %d)" % max(ratios) if ratios else "-",
                    ("%.3f (%s, step %d)" % max(sinks) if max(sinks)[0] > 0 else "0 at every probe of every point")
-                   if sinks else "-"))
+                   if sinks else "-", "%.2f (%s, step %d)" % max(alphas) if alphas else "-"))
         if both:
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
