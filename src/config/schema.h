@@ -76,7 +76,7 @@ void walk_schema(V& v, E& e) {
   auto& d = e.data;
   v.choice("data.source", d.source, "where tokens come from", {"synthetic", "shards"});
   v.field("data.train", d.train, "shards: training shard file, directory or glob", kAny);
-  v.field("data.val", d.val, "shards: validation shards; empty = val_*.bin beside the train shards", kAny);
+  v.field("data.val", d.val, "shards: validation shards; empty = `*val*.bin` in the train shards' directory", kAny);
   v.field("data.tokenizer", d.tokenizer, "byte | path to a SentencePiece .model", kAny);
   v.field("data.seq_len", d.seq_len, "tokens per training sequence", kSize);
   v.field("data.loss_window", d.loss_window, "[min, max]: loss only on target positions min..max (1-based); [] = all", kPositive);
@@ -116,7 +116,7 @@ void walk_schema(V& v, E& e) {
   v.section("train.eval", "validation");
   v.field("train.eval.every", t.eval.every, "evaluate every N steps; 0 = only at the end", kNonNegative);
   v.field("train.eval.batches", t.eval.batches, "validation batches per evaluation", kSize);
-  v.section("train.checkpoint", "checkpoints (docs/checkpoints.md)");
+  v.section("train.checkpoint", "checkpoints (docs/training.md)");
   v.field("train.checkpoint.every", t.checkpoint.every, "checkpoint every N steps; 0 = only at the end", kNonNegative);
   v.field("train.checkpoint.keep", t.checkpoint.keep, "keep the last K complete checkpoints", kPositive);
   v.section("train.probe", "spike and sink probes during training");
