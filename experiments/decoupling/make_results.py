@@ -1049,7 +1049,7 @@ def render_scan(pts, first, out):
                "on AVX2 CPUs); depth 12 and width 512 should cost ~2× and ~3.5× that (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
-               "that random crops (point 8) do not; more real English text was not obtained (the corpora are "
+               "that random crops (point 8) do not, and point 8's row measures what removing it changes; more real English text was not obtained (the corpora are "
                "what the tier trains on).\n" % (REL, REL, SCAN[1]))
 
 
