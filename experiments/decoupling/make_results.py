@@ -978,9 +978,8 @@ def scan_table(pts, out, probe_len):
         cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
         if cs:
             out.append("- %s: %s" % (scan_label(i, p), "; ".join(
-                "%d → %s, %s, %s" % (c["step"], "%.1f" % c["spike_ratio"] if c.get("spike_ratio") is not None else "-",
-                                     "%.3f" % c["sink_eps_max"] if c.get("sink_eps_max") is not None else "-",
-                                     "%.2f" % c["alpha1_max"] if c.get("alpha1_max") is not None else "-")
+                "%d → %s, %s, %s" % (c["step"], f(c.get("spike_ratio"), ".1f"), f(c.get("sink_eps_max"), ".3f"),
+                                     f(c.get("alpha1_max"), ".2f"))
                 for c in cs)))
     out.append("")
 
@@ -1012,15 +1011,16 @@ def render_scan(pts, first, out):
         scan_table(pts, out, "T 256")
         done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
         both = [scan_label(i, p) for i, p in done if scan_both(p)]
-        ratios = [(c.get("spike_ratio") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
-        sinks = [(c.get("sink_eps_max") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
-        alphas = [(c.get("alpha1_max") or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts) for c in p["curve"]]
+        def peak(metric):  # (largest value at any in-training probe, point, step), None without probes
+            return max(((c.get(metric) or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts)
+                        for c in p["curve"]), default=None)
+        ratio, sink, alpha = peak("spike_ratio"), peak("sink_eps_max"), peak("alpha1_max")
         todo = [scan_label(i, p) for i, p in enumerate(pts) if p["state"] != "done"]
         txt = ("**Where the scan stands**: %d of %d points finished. Largest top-1/median at any in-training probe: "
                "%s; largest max per-layer Sink^0.3: %s; largest per-head α₁: %s. " % (
-                   len(done), len(pts), "%.1f (%s, step %d)" % max(ratios) if ratios else "-",
-                   ("%.3f (%s, step %d)" % max(sinks) if max(sinks)[0] > 0 else "0 at every probe of every point")
-                   if sinks else "-", "%.2f (%s, step %d)" % max(alphas) if alphas else "-"))
+                   len(done), len(pts), "%.1f (%s, step %d)" % ratio if ratio else "-",
+                   ("%.3f (%s, step %d)" % sink if sink[0] > 0 else "0 at every probe of every point") if sink else "-",
+                   "%.2f (%s, step %d)" % alpha if alpha else "-"))
         if both:
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
@@ -1042,15 +1042,16 @@ def render_scan(pts, first, out):
                "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1]))
     if first is not None:
         scan_table(first, out, "T 64")
-    out.append("Cost on the 2-core CPU hosts of this project (one core per run, two runs at a time): a "
-               "centre-shape point (2,000 steps) took ~113 min in fp32 on an AMD EPYC (Zen 3, AVX2; median 1.4 k "
-               "tokens/s, `tokens_per_s` in the records' metrics.jsonl.gz of points 0 and 4), and ~27 min in "
+    out.append("Cost on the 2-core CPU hosts of this project: a centre-shape point (2,000 steps) took ~113 min "
+               "in fp32 on an AMD EPYC (Zen 3, AVX2) with one core per run, two runs at a time (median 1.4 k "
+               "tokens/s, `tokens_per_s` in the records' metrics.jsonl.gz of points 0 and 4), ~62 min with 2 threads "
+               "when run one at a time (median 2.2 k tokens/s, points 7 and 8), and ~27 min in "
                "bf16 on the AVX-512/AMX Xeon of session 6 (5.2 k tokens/s, its train.log; bf16 has no fast path "
                "on AVX2 CPUs); depth 12 and width 512 should cost ~2× and ~3.5× that (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
-               "that random crops (point 8) do not, and point 8's row measures what removing it changes; more real English text was not obtained (the corpora are "
-               "what the tier trains on).\n" % (REL, REL, SCAN[1]))
+               "that random crops (point 8) do not, and point 8's row measures what removing it changes; more "
+               "real English text was not obtained (the corpora are what the tier trains on).\n" % (REL, REL, SCAN[1]))
 
 
 def emergence(data, results_dir, out_dir, stem):
