@@ -67,9 +67,15 @@ struct TrainArgs {
   bool run_dir_given = false;
 };
 
+// One directory however it is spelled: relative or absolute, with "./", ".." or a trailing '/'.
+fs::path same_dir_key(const std::string& dir) {
+  const fs::path p = fs::absolute(dir).lexically_normal();
+  return p.has_filename() ? p : p.parent_path();
+}
+
 int run_train(const TrainArgs& a) {
   if (a.run_dir_given && a.run_dir.empty()) throw UserError("--run-dir: empty; give a directory");
-  if (!a.run_dir.empty() && !a.resume.empty() && fs::path(a.run_dir).lexically_normal() != fs::path(a.resume).lexically_normal())
+  if (!a.run_dir.empty() && !a.resume.empty() && same_dir_key(a.run_dir) != same_dir_key(a.resume))
     throw UserError("--resume " + a.resume + " and --run-dir " + a.run_dir + " name different run directories; give one");
   std::string config_path = a.config;
   if (config_path.empty()) {

@@ -109,6 +109,12 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
     CHECK(count_lines(r.out) == 1);
     CHECK(r.out.find(c.expect) != std::string::npos);
   }
+  // One run directory spelled two ways is not two: the resumption goes on (and fails here only
+  // because nothing was trained in it).
+  auto same = run("train --resume " + dir.string() + "/a/ --run-dir " + dir.string() + "/./a");
+  CHECK(same.status == 2);
+  CHECK(same.out.find("name different run directories") == std::string::npos);
+  CHECK(same.out.find("/a/: not a run directory") != std::string::npos);
   // An empty document after the first (a trailing '---') is not a second config.
   auto r = run("config show " + write("trailing.yaml", "seed: 7\n---\n"));
   CHECK(r.status == 0);
