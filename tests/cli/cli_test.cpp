@@ -94,6 +94,10 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
       {"config show " + demo + " --set model.norm.dyt_alpha=.inf", "expected a finite number"},
       {"config show " + demo + " --set train.steps=1000000000000 --set train.batch=1000000",
        "more than 2^53 tokens"},
+      {"config show " + demo + " --set train.steps=10 --set train.hard_stop=11", "train.hard_stop: step 11 is after the last step 10"},
+      // The last step of a train.tokens schedule is ceil(tokens / (batch x seq_len)): 1000 / 64 -> 16.
+      {"config show " + demo + " --set train.tokens=1000 --set train.batch=2 --set data.seq_len=32 --set train.hard_stop=17",
+       "train.hard_stop: step 17 is after the last step 16"},
       {"model summary " + demo + " --set model.vocab=2000000000 --set model.d_model=1000000", "GiB of memory"},
       {"bench " + demo + " --threads 100000", "--threads"},
       {"bench " + demo + " --peak-tflops -1", "--peak-tflops"},
