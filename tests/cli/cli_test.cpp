@@ -119,6 +119,10 @@ TEST_CASE("keys, sizes and numbers a config cannot hold exit 2 with one line") {
   CHECK(same.status == 2);
   CHECK(same.out.find("name different run directories") == std::string::npos);
   CHECK(same.out.find("/a/: not a run directory") != std::string::npos);
+  // The last step of a train.tokens schedule itself is a valid hard_stop (ceil, not floor, of 1000 / 64).
+  auto last = run("config show " + demo + " --set train.tokens=1000 --set train.batch=2 --set data.seq_len=32" +
+                  " --set train.hard_stop=16");
+  CHECK(last.status == 0);
   // An empty document after the first (a trailing '---') is not a second config.
   auto r = run("config show " + write("trailing.yaml", "seed: 7\n---\n"));
   CHECK(r.status == 0);
