@@ -342,12 +342,11 @@ def probe_numbers(pr):
     # count (top-1 >= half the spike magnitude), so that a stray entry over a block's tiny median is not
     # read as a massive activation.
     mag = num(spike.get("magnitude"))
-    block_ratios = [(num(b.get("ratio")), i + 1) for i, b in enumerate(blocks[1:])
-                    if num(b.get("ratio")) is not None and mag is not None and num(b.get("top1")) is not None
-                    and num(b.get("top1")) >= SPIKE_BLOCK_SHARE * mag]
-    best = max(block_ratios) if block_ratios else (None, None)
+    carrying = [(num(b.get("ratio")), i) for i, b in enumerate(blocks) if i >= 1 and mag is not None
+                and (num(b.get("top1")) or 0) >= SPIKE_BLOCK_SHARE * mag]
+    best = max(((r, i) for r, i in carrying if r is not None), default=(None, None))
     return {
-        "spike_magnitude": num(spike.get("magnitude")),
+        "spike_magnitude": mag,
         "spike_ratio": ratio,
         "ratio_block_max": best[0],
         "ratio_block": best[1],  # the block of ratio_block_max
@@ -404,6 +403,14 @@ CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "sp
 # Per-point numbers read from the run's records rather than the sweep report.
 EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
               "norm_input_ratio", "alpha1_max", "ratio_block_max"] + FULL_PROBE_COLS
+
+
+def block_ratio(p, pre=""):
+    """A point's spike ratio from its last in-training probe (pre "") or its final probe (pre "fp_"):
+    the largest per-block ratio, else (records that did not keep per-block ratios) the ratio at the
+    block of the largest activation, a lower bound of it."""
+    v = p.get(pre + "ratio_block_max")
+    return v if v is not None else p.get(pre + "ratio" if pre else "spike_ratio")
 
 
 def load_sweep(name, results_dir, runs_dir):
@@ -466,9 +473,7 @@ def load_sweep(name, results_dir, runs_dir):
                 for m in CURVE_COLS[5:]:
                     c[m] = float(r[m]) if r.get(m) not in (None, "") else None
                 pt["curve"].append(c)
-        # P1's spike test: the largest per-block ratio; the ratio at the block of the largest
-        # activation for runs whose per-block ratios were not kept (the synthetic sweeps' records)
-        pt["block_ratio"] = pt["ratio_block_max"] if pt["ratio_block_max"] is not None else pt["spike_ratio"]
+        pt["block_ratio"] = block_ratio(pt)  # P1's spike test reads it by name
         points.append(pt)
     return points
 
@@ -976,6 +981,11 @@ def render_tier(tier, desc, axes, data, out):
 
 
 # ---- emergence curves ----------------------------------------------------------------------------
+def fmt(x, spec):
+    """x in %-format spec, "-" for a missing number."""
+    return ("%" + spec) % x if x is not None else "-"
+
+
 def scan_table(pts, out, probe_len):
     """Rows of one scan: the last in-training probe (over probe_len positions) and, for finished
     points, the whole-context probe of the last checkpoint (100 validation sequences)."""
@@ -984,13 +994,12 @@ def scan_table(pts, out, probe_len):
                "max layer Sink^0.3 (final, T 256) | largest head α₁ (final, T 256) | "
                "val loss | both present |" % (probe_len, probe_len, probe_len))
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
     for i, p in enumerate(pts):
         out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            scan_label(i, p), p["state"], p["step"], f(p["spike_ratio"], ".1f"), f(p["spike_magnitude"], ".4g"),
-            f(p["sink_eps_max"], ".3f"), f(p.get("fp_ratio"), ".1f"), f(p.get("fp_ratio_block_max"), ".1f"),
-            f(p.get("fp_sink_eps_max"), ".3f"),
-            f(p.get("fp_alpha1_max"), ".3f"), f(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
+            scan_label(i, p), p["state"], p["step"], fmt(p["spike_ratio"], ".1f"), fmt(p["spike_magnitude"], ".4g"),
+            fmt(p["sink_eps_max"], ".3f"), fmt(p.get("fp_ratio"), ".1f"), fmt(p.get("fp_ratio_block_max"), ".1f"),
+            fmt(p.get("fp_sink_eps_max"), ".3f"),
+            fmt(p.get("fp_alpha1_max"), ".3f"), fmt(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
     if any(p["state"] == "failed" for p in pts):
         out.append("")
         out.append("state *failed* is the sweep's word for a point that ended before its last step, by an error or "
@@ -1004,8 +1013,8 @@ def scan_table(pts, out, probe_len):
         cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
         if cs:
             out.append("- %s: %s" % (scan_label(i, p), "; ".join(
-                "%d → %s/%s, %s, %s" % (c["step"], f(c.get("spike_ratio"), ".1f"), f(c.get("ratio_block_max"), ".1f"),
-                                        f(c.get("sink_eps_max"), ".3f"), f(c.get("alpha1_max"), ".2f"))
+                "%d → %s/%s, %s, %s" % (c["step"], fmt(c.get("spike_ratio"), ".1f"), fmt(c.get("ratio_block_max"), ".1f"),
+                                        fmt(c.get("sink_eps_max"), ".3f"), fmt(c.get("alpha1_max"), ".2f"))
                 for c in cs)))
     out.append("")
 
@@ -1014,19 +1023,12 @@ def scan_label(i, p):
     return SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
 
 
-def scan_spike(p, pre):
-    """The scan's spike ratio from the final probe (pre "fp_") or the last in-training one (pre ""):
-    the largest per-block ratio, else the ratio at the block of the largest activation."""
-    v = p.get(pre + "ratio_block_max")
-    return v if v is not None else p.get(pre + "ratio" if pre else "spike_ratio")
-
-
 def scan_both(p):
     """Both phenomena present at a scan point: the final whole-context probe where there is one. The
     spike counts as massive when some block's top-1 is >= SPIKE_PRESENT x that block's median (the
     ratio at the block of the largest activation where the per-block ratios were not kept)."""
-    full = scan_spike(p, "fp_") is not None and p.get("fp_sink_eps_max") is not None
-    r, k = (scan_spike(p, "fp_"), p["fp_sink_eps_max"]) if full else (scan_spike(p, ""), p["sink_eps_max"])
+    full = block_ratio(p, "fp_") is not None and p.get("fp_sink_eps_max") is not None
+    r, k = (block_ratio(p, "fp_"), p["fp_sink_eps_max"]) if full else (block_ratio(p), p["sink_eps_max"])
     return r is not None and k is not None and r >= SPIKE_PRESENT and k >= SINK_PRESENT
 
 
@@ -1047,7 +1049,6 @@ def render_scan(pts, first, out):
         out.append("**Not run yet.**\n")
     else:
         scan_table(pts, out, "T 256")
-        f = lambda x, spec: ("%" + spec) % x if x is not None else "-"
         done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
         both = [scan_label(i, p) for i, p in done if scan_both(p)]
         def peak(metric):  # (largest value at any in-training probe, point, step), None without probes
@@ -1067,9 +1068,9 @@ def render_scan(pts, first, out):
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
         else:
-            spiky = ["%s (%.1f in block %s of %s)" % (scan_label(i, p).split(":")[0], scan_spike(p, "fp_"),
-                                                      p.get("fp_ratio_block") or "-", f(p.get("fp_spike"), ".4g"))
-                     for i, p in done if (scan_spike(p, "fp_") or 0) >= SPIKE_PRESENT]
+            spiky = ["%s (%.1f in block %s of %s)" % (scan_label(i, p).split(":")[0], block_ratio(p, "fp_"),
+                                                      p.get("fp_ratio_block") or "-", fmt(p.get("fp_spike"), ".4g"))
+                     for i, p in done if (block_ratio(p, "fp_") or 0) >= SPIKE_PRESENT]
             centre = pts[0] if pts else {}
             txt += ("No finished point shows both, so the natural tier stays at `natural/base.yaml`'s scale (the "
                     "centre): there its sink tests meet a baseline without a sink (inconclusive by the rule above "
@@ -1077,8 +1078,8 @@ def render_scan(pts, first, out):
                     "centre, top-1/median %s at its block and %s in the block where it stands out most). "
                     "Massive by the per-block ratio at the final probe (top-1/median ≥ %g in a block whose top-1 is "
                     "at least %g × the largest activation): %s. " % (
-                        f(centre.get("fp_spike"), ".4g"), f(centre.get("fp_ratio"), ".1f"),
-                        f(centre.get("fp_ratio_block_max"), ".1f"), SPIKE_PRESENT, SPIKE_BLOCK_SHARE,
+                        fmt(centre.get("fp_spike"), ".4g"), fmt(centre.get("fp_ratio"), ".1f"),
+                        fmt(centre.get("fp_ratio_block_max"), ".1f"), SPIKE_PRESENT, SPIKE_BLOCK_SHARE,
                         "; ".join(spiky) if spiky else "none"))
         if todo:
             txt += "Not finished: %s." % ", ".join(todo)

@@ -457,9 +457,8 @@ void validate(Experiment& e, const Reader& r) {
   if (t.tokens == 0 && static_cast<double>(t.steps) * t.batch * d.seq_len > 9007199254740992.0)
     r.fail("train.steps", std::to_string(t.steps) + " steps of " + std::to_string(t.batch * d.seq_len) +
                               " tokens are more than 2^53 tokens");
-  if (t.hard_stop > 0 && t.batch > 0 && d.seq_len > 0 && t.hard_stop > trainers::total_steps(t, d))
-    r.fail("train.hard_stop", "step " + std::to_string(t.hard_stop) + " is after the last step " +
-                                  std::to_string(trainers::total_steps(t, d)) +
+  if (const int64_t last = trainers::total_steps(t, d); t.hard_stop > last)
+    r.fail("train.hard_stop", "step " + std::to_string(t.hard_stop) + " is after the last step " + std::to_string(last) +
                                   (t.tokens > 0 ? " (train.tokens over train.batch x data.seq_len, rounded up)" : ""));
   static const std::regex device_re("auto|cpu|cuda|cuda:[0-9]+");
   if (!std::regex_match(e.device, device_re)) r.fail("device", "expected auto, cpu, cuda or cuda:N, got '" + e.device + "'");
