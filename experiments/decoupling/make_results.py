@@ -84,10 +84,13 @@ TIER_PARAMS = {
 # in-training probes over the first 64 positions), of which the centre and weight decay 0.1 ran.
 SCAN = ("natural-scan", "natural/scan.yaml")
 FIRST_SCAN = ("natural-scale-scan", "natural/scale-scan.yaml")
-SCANS = (SCAN, FIRST_SCAN)
+# LONG_SCAN: the scan's leads trained for 4,000 steps (natural/scan-long.yaml).
+LONG_SCAN = ("natural-scan-long", "natural/scan-long.yaml")
+SCANS = (SCAN, FIRST_SCAN, LONG_SCAN)
 SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "depth 12", "depth 3",
                "head_dim 32 (8 heads)", "head_dim 128 (2 heads)", "lr 1e-2", "lr 1e-3", "weight decay 0.1",
                "random crops (no BOS)", "byte-level", "width 512 (8 x 64)"]
+LONG_LABELS = ["lr 1e-3, 4,000 steps", "lr 1e-3 and weight decay 0.1, 4,000 steps"]
 
 # ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
 def base_for(tp):
@@ -461,7 +464,7 @@ def load_sweep(name, results_dir, runs_dir):
                         pt[m] = last[m]
             if name in FULL_PROBE_SWEEPS:
                 pt.update(full_probe(os.path.dirname(mpath)))
-            elif name in (SCAN[0], FIRST_SCAN[0]):
+            elif name in (n for n, _ in SCANS):
                 pt.update(full_probe(os.path.dirname(mpath), SCAN_PROBE_SETS, "final_probe_T256.json"))
         elif pt["state"] != "pending":  # run directories gone: the numbers the script extracted last time
             old = old_points.get((vkey, seed))
@@ -986,7 +989,7 @@ def fmt(x, spec):
     return ("%" + spec) % x if x is not None else "-"
 
 
-def scan_table(pts, out, probe_len):
+def scan_table(pts, out, probe_len, labels=SCAN_LABELS):
     """Rows of one scan: the last in-training probe (over probe_len positions) and, for finished
     points, the whole-context probe of the last checkpoint (100 validation sequences)."""
     out.append("| point | state | step | top-1/median (%s) | spike (%s) | max layer Sink^0.3 (%s) | "
@@ -996,7 +999,7 @@ def scan_table(pts, out, probe_len):
     out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, p in enumerate(pts):
         out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            scan_label(i, p), p["state"], p["step"], fmt(p["spike_ratio"], ".1f"), fmt(p["spike_magnitude"], ".4g"),
+            scan_label(i, p, labels), p["state"], p["step"], fmt(p["spike_ratio"], ".1f"), fmt(p["spike_magnitude"], ".4g"),
             fmt(p["sink_eps_max"], ".3f"), fmt(p.get("fp_ratio"), ".1f"), fmt(p.get("fp_ratio_block_max"), ".1f"),
             fmt(p.get("fp_sink_eps_max"), ".3f"),
             fmt(p.get("fp_alpha1_max"), ".3f"), fmt(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
@@ -1012,15 +1015,15 @@ def scan_table(pts, out, probe_len):
     for i, p in enumerate(pts):
         cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
         if cs:
-            out.append("- %s: %s" % (scan_label(i, p), "; ".join(
+            out.append("- %s: %s" % (scan_label(i, p, labels), "; ".join(
                 "%d → %s/%s, %s, %s" % (c["step"], fmt(c.get("spike_ratio"), ".1f"), fmt(c.get("ratio_block_max"), ".1f"),
                                         fmt(c.get("sink_eps_max"), ".3f"), fmt(c.get("alpha1_max"), ".2f"))
                 for c in cs)))
     out.append("")
 
 
-def scan_label(i, p):
-    return SCAN_LABELS[i] if i < len(SCAN_LABELS) else p["variant"]
+def scan_label(i, p, labels=SCAN_LABELS):
+    return labels[i] if i < len(labels) else p["variant"]
 
 
 def scan_both(p):
@@ -1032,7 +1035,7 @@ def scan_both(p):
     return r is not None and k is not None and r >= SPIKE_PRESENT and k >= SINK_PRESENT
 
 
-def render_scan(pts, first, out):
+def render_scan(pts, first, long, out):
     out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
     out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g in some block that "
                "carries the spike, its top-1 at least half the largest activation: Sun et al. compare an entry with "
@@ -1081,6 +1084,25 @@ def render_scan(pts, first, out):
                         fmt(centre.get("fp_spike"), ".4g"), fmt(centre.get("fp_ratio"), ".1f"),
                         fmt(centre.get("fp_ratio_block_max"), ".1f"), SPIKE_PRESENT, SPIKE_BLOCK_SHARE,
                         "; ".join(spiky) if spiky else "none"))
+        if todo:
+            txt += "Not finished: %s." % ", ".join(todo)
+        out.append(txt + "\n")
+    out.append("**Leads, trained longer** (`%s/%s`: lr 1e-3 alone and with weight decay 0.1, 4,000 steps = 16.4 M "
+               "tokens, ~4.3 epochs; otherwise the centre). At 2,000 steps these were the two points whose largest "
+               "head α₁ was still rising at the end (lr 1e-3: 0.15 → 0.21 over steps 1,000–2,000; weight decay 0.1: "
+               "0.11 → 0.19); Sink^0.3 counts the heads whose α₁ reaches 0.3. Gu et al. report that weight decay "
+               "encourages the sink.\n" % (REL, LONG_SCAN[1]))
+    if long is None:
+        out.append("**Not run yet.**\n")
+    else:
+        scan_table(long, out, "T 256", LONG_LABELS)
+        done = [(i, p) for i, p in enumerate(long) if p["state"] == "done"]
+        both = [scan_label(i, p, LONG_LABELS) for i, p in done if scan_both(p)]
+        todo = [scan_label(i, p, LONG_LABELS) for i, p in enumerate(long) if p["state"] != "done"]
+        txt = "%d of %d finished. " % (len(done), len(long))
+        if done:
+            txt += ("Both phenomena present at: %s. " % ", ".join(both) if both else
+                    "No finished lead shows both. ")
         if todo:
             txt += "Not finished: %s." % ", ".join(todo)
         out.append(txt + "\n")
@@ -1267,7 +1289,7 @@ def main():
     for tier, desc, axes, data in tier_data:
         render_tier(tier, desc, axes, data, lines)
 
-    render_scan(scan_pts[SCAN[0]], scan_pts[FIRST_SCAN[0]], lines)
+    render_scan(scan_pts[SCAN[0]], scan_pts[FIRST_SCAN[0]], scan_pts[LONG_SCAN[0]], lines)
 
     for tier, desc, axes, data in tier_data:
         stem = "emergence" if tier == "synthetic" else tier + "-emergence"
@@ -1314,7 +1336,8 @@ def main():
         if tier == "natural":
             lines += ["%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
                       "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1]),
-                      "build/ablate sweep run %s/%s --slots 2   # its first pass (optional)" % (REL, FIRST_SCAN[1])]
+                      "build/ablate sweep run %s/%s --slots 2   # its first pass (optional)" % (REL, FIRST_SCAN[1]),
+                      "build/ablate sweep run %s/%s   # its leads at 4,000 steps" % (REL, LONG_SCAN[1])]
         for axis, fname in axes.items():
             lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
                                                                        REL, fname))
