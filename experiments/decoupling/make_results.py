@@ -36,6 +36,7 @@ import gzip
 import json
 import math
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -439,7 +440,7 @@ def load_sweep(name, results_dir, runs_dir):
         vars_ = {k: v for k, v in (p.get("vars") or {}).items() if k != "seed"}
         vkey = json.dumps(vars_, sort_keys=True)
         seed = str(p.get("seed"))
-        pt = {"sweep": name, "variant": p.get("variant", ""), "vars": vars_, "vkey": vkey, "seed": seed,
+        pt = {"sweep": name, "id": p.get("id", ""), "variant": p.get("variant", ""), "vars": vars_, "vkey": vkey, "seed": seed,
               "state": p.get("state"), "step": p.get("step"), "probe_step": p.get("probe_step"),
               "val_loss": num(p.get("val_loss")), "curve": []}
         for m in ("spike_magnitude", "sink_mass", "sink_eps", "sink_eps_max"):
@@ -922,13 +923,40 @@ NATURAL_EARLIER = (
     "(results/natural-norm-placement-bf16/points.csv).\n")
 
 
-def render_tier(tier, desc, axes, data, out):
+def distinct_runs(ablate, fnames, finished):
+    """(distinct runs, of them finished) over the sweep files: points of different sweeps with the same
+    resolved configuration and seed (id hash suffix and seed, as share_points.py matches them) count once;
+    `finished` holds (hash, seed) of finished runs elsewhere (the scan's). None without the binary."""
+    if not ablate or not os.path.exists(ablate):
+        return None
+    keys = set()
+    for f in fnames:
+        r = subprocess.run([ablate, "sweep", "plan", os.path.join(REL, f)], cwd=REPO, capture_output=True, text=True)
+        if r.returncode != 0:
+            return None
+        keys |= {run_key(line.split()[1]) for line in r.stdout.splitlines() if re.match(r"^\d+\s+\S+", line)}
+    return len(keys), len(keys & finished)
+
+
+def run_key(pid):
+    """(hash suffix, seed) of a run id: what share_points.py matches across sweeps."""
+    m = re.search(r"seed=(\d+)_([0-9a-f]{8})$", pid)
+    return (m.group(2), m.group(1)) if m else (pid, "")
+
+
+def render_tier(tier, desc, axes, data, out, cost=None):
     out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
     if tier == "natural":
         out.append(NATURAL_EARLIER)
     if not any(pts is not None for pts in data.sweeps.values()):
         out.append("No sweep of this tier has run yet (%s): every prediction is **not run yet**.\n"
                    % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
+        if cost:
+            out.append("Why: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
+                       "once: `share_points.py` copies it), %d of them finished as scale-scan points; each takes "
+                       "~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads, below), so "
+                       "the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
+                       "has not been drawn for this task so far.\n" % (cost[0], cost[1], cost[0] - cost[1], REL))
         out.append("| id | change | verdict |\n|---|---|---|")
         out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in data.preds)
         out.append("")
@@ -1286,8 +1314,11 @@ def main():
               "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.", ""]
 
+    scan_done = {run_key(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
+                 if p["state"] == "done" and p.get("id")}
     for tier, desc, axes, data in tier_data:
-        render_tier(tier, desc, axes, data, lines)
+        cost = distinct_runs(a.ablate, axes.values(), scan_done) if tier == "natural" else None
+        render_tier(tier, desc, axes, data, lines, cost)
 
     render_scan(scan_pts[SCAN[0]], scan_pts[FIRST_SCAN[0]], scan_pts[LONG_SCAN[0]], lines)
 
