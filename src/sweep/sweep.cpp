@@ -355,7 +355,10 @@ PointStatus point_status(const Point& p) {
   st.step = std::max<int64_t>(0, st.checkpoint);
   if (fs::exists(dir / "metrics.jsonl", ec)) {
     auto records = data::read_metrics((dir / "metrics.jsonl").string());
-    if (!records.empty() && records.back().contains("step")) st.step = records.back()["step"].get<int64_t>();
+    // Progress is the later of the last record and the last checkpoint: a run stopped by a signal
+    // checkpoints at a step that need not have been logged.
+    if (!records.empty() && records.back().contains("step") && records.back()["step"].is_number_integer())
+      st.step = std::max(st.step, records.back()["step"].get<int64_t>());
   }
   if (fs::exists(dir / "done", ec) || (p.target_step > 0 && st.checkpoint >= p.target_step)) {
     st.state = State::done;

@@ -69,7 +69,7 @@ enum class State { pending, running, done, failed };
 const char* state_name(State s);
 struct PointStatus {
   State state = State::pending;
-  int64_t step = 0;         // progress: last metrics step, else latest checkpoint step
+  int64_t step = 0;         // progress: the later of the last metrics step and the latest checkpoint
   int64_t checkpoint = -1;  // latest complete checkpoint step, -1 = none
   std::string detail;       // failure message
 };

@@ -261,6 +261,40 @@ zip:
   CHECK_THAT(r.out, Catch::Contains("1 done, 0 running, 1 failed, 0 pending"));
 }
 
+TEST_CASE("status and report: a point stopped between logged steps shows its checkpoint's step") {
+  Dir d("stopped");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: stopped
+set: {train.log.every: 4, train.probe.every: 0}
+)");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  REQUIRE(plan.points.size() == 1);
+  auto r = ablate::test::run_ablate("sweep run " + path);
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  // Make it look like a run that a signal stopped at step 15: its last checkpoint is 15 while its
+  // last logged step is 12 (log.every 4), and its failed marker says so.
+  const fs::path dir = plan.points[0].run_dir;
+  fs::remove(dir / "done");
+  fs::remove_all(dir / "checkpoints" / "step_00000020");
+  REQUIRE(fs::exists(dir / "checkpoints" / "step_00000015"));
+  std::string kept;
+  for (const auto& rec : data::read_metrics((dir / "metrics.jsonl").string()))
+    if (rec["step"].get<int64_t>() <= 12) kept += rec.dump() + "\n";
+  std::ofstream(dir / "metrics.jsonl") << kept;
+  std::ofstream(dir / "failed") << "stopped at step 15 of 20\n";
+
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("0 done, 0 running, 1 failed, 0 pending"));
+  CHECK_THAT(r.out, Catch::Contains("15/20"));
+  const auto json = (d.path / "r.json").string();
+  r = ablate::test::run_ablate("sweep report " + path + " --out " + (d.path / "r.html").string() + " --json " + json);
+  REQUIRE(r.status == 0);
+  std::stringstream ss;
+  ss << std::ifstream(json).rdbuf();
+  CHECK_THAT(ss.str(), Catch::Contains("\"step\": 15"));
+}
+
 TEST_CASE("slurm: a job array whose task i runs point i") {
   Dir d("slurm");
   auto path = d.write("s.yaml", "base: base.yaml\nname: sl\ngrid:\n  model.norm.placement: [pre, post]\nseeds: [0, 1]\n");
