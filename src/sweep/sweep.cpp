@@ -646,6 +646,28 @@ std::string status_table(const Plan& plan) {
   std::string out = columns(rows);
   out += std::to_string(counts["done"]) + " done, " + std::to_string(counts["running"]) + " running, " +
          std::to_string(counts["failed"]) + " failed, " + std::to_string(counts["pending"]) + " pending\n";
+  // Run directories that no planned point owns: most often points of an earlier version of the
+  // sweep file (a changed value or base config gives a new id), which would otherwise go unseen.
+  std::set<std::string> planned;
+  for (const auto& p : plan.points) planned.insert(fs::path(p.run_dir).filename().string());
+  std::vector<std::string> others;
+  std::error_code ec;
+  for (fs::directory_iterator it(plan.runs_dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::path d = it->path();
+    std::error_code e2;
+    if (it->is_directory(e2) && !planned.count(d.filename().string()) &&
+        (fs::exists(d / "config.yaml", e2) || fs::exists(d / "run.json", e2)))
+      others.push_back(d.filename().string());
+  }
+  if (!others.empty()) {
+    std::sort(others.begin(), others.end());
+    out += std::to_string(others.size()) + (others.size() == 1 ? " run directory in " : " run directories in ") +
+           plan.runs_dir + (others.size() == 1 ? " belongs" : " belong") +
+           " to no point of this plan (from an earlier version of the sweep file?):";
+    for (size_t i = 0; i < others.size() && i < 5; ++i) out += " " + others[i];
+    if (others.size() > 5) out += " and " + std::to_string(others.size() - 5) + " more";
+    out += "\n";
+  }
   return out;
 }
 

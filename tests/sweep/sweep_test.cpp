@@ -261,7 +261,7 @@ zip:
   CHECK_THAT(r.out, Catch::Contains("1 done, 0 running, 1 failed, 0 pending"));
 }
 
-TEST_CASE("status and report: a point stopped between logged steps shows its checkpoint's step") {
+TEST_CASE("status and report: a point stopped between logged steps shows its checkpoint's step; stray run directories") {
   Dir d("stopped");
   auto path = d.write("s.yaml", R"(base: base.yaml
 name: stopped
@@ -287,6 +287,19 @@ set: {train.log.every: 4, train.probe.every: 0}
   r = ablate::test::run_ablate("sweep status " + path);
   CHECK_THAT(r.out, Catch::Contains("0 done, 0 running, 1 failed, 0 pending"));
   CHECK_THAT(r.out, Catch::Contains("15/20"));
+  CHECK_THAT(r.out, !Catch::Contains("no point of this plan"));
+
+  // A run directory of no planned point (an earlier version of the sweep file) is named;
+  // other folders are not.
+  const fs::path runs = dir.parent_path();
+  fs::create_directories(runs / "old_point_0123abcd");
+  std::ofstream(runs / "old_point_0123abcd" / "config.yaml") << "name: old\n";
+  fs::create_directories(runs / "notes");
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("1 run directory in " + runs.string() +
+                                    " belongs to no point of this plan (from an earlier version of the sweep "
+                                    "file?): old_point_0123abcd\n"));
+  CHECK_THAT(r.out, !Catch::Contains("notes"));
   const auto json = (d.path / "r.json").string();
   r = ablate::test::run_ablate("sweep report " + path + " --out " + (d.path / "r.html").string() + " --json " + json);
   REQUIRE(r.status == 0);
