@@ -1037,6 +1037,8 @@ def scan_table(pts, out, probe_len, labels=SCAN_LABELS):
                    "stopped by a signal at a session's end (its run directory's `failed` file says which; "
                    "`sweep run` resumes it from its last checkpoint while that directory exists).")
     out.append("")
+    if not any(p["curve"] for p in pts):
+        return
     out.append("Emergence per point (in-training probes: step → top-1/median at the block of the largest activation "
                "/ largest per-block top-1/median, max per-layer Sink^0.3, largest per-head α₁ = mean attention on "
                "position 0, the number Sink^0.3 compares with 0.3):\n")
@@ -1132,7 +1134,7 @@ def render_scan(pts, first, long, out):
             txt += ("Both phenomena present at: %s. " % ", ".join(both) if both else
                     "No finished lead shows both. ")
         if todo:
-            txt += "Not finished: %s." % ", ".join(todo)
+            txt += "Not finished: %s." % "; ".join(todo)
         out.append(txt + "\n")
     out.append("**First pass** (`%s/%s`: the same knobs at 4,000 steps, 16.4 M tokens, fp32, in-training probes "
                "over the first 64 positions, the default `probe.seq_len`). Its centre and weight decay 0.1 ran to "
@@ -1149,7 +1151,7 @@ def render_scan(pts, first, long, out):
                "tokens/s, `tokens_per_s` in the records' metrics.jsonl.gz of points 0 and 4), ~62 min with 2 threads "
                "when run one at a time (median 2.2 k tokens/s, points 7 and 8), and ~27 min in "
                "bf16 on the AVX-512/AMX Xeon of session 6 (5.2 k tokens/s, its train.log; bf16 has no fast path "
-               "on AVX2 CPUs); depth 12 and width 512 should cost ~2× and ~3.5× that (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
+               "on AVX2 CPUs); depth 12 took ~116 min with 2 threads (median 1.2 k tokens/s, its metrics.jsonl.gz; run in two parts, 52 + 64 min, with a resume at step 930), ~1.9× the centre, and width 512 should cost ~3.5× (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
                "that random crops (point 8) do not, and point 8's row measures what removing it changes; more "
