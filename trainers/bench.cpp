@@ -174,16 +174,7 @@ BenchResult bench(const TrainerSetup& s, const BenchOptions& opt) {
 
   // The same construction order as train(): loader, seed, model, parameter groups, optimiser.
   data::Loader loader(s.data, s.train.micro_batch);
-  if (loader.vocab_needed() > s.model.vocab)
-    throw UserError("model.vocab: is " + std::to_string(s.model.vocab) + " but the data needs " +
-                    std::to_string(loader.vocab_needed()) + " token ids");
-  torch::manual_seed(s.seed);
-  modules::LanguageModel model(s.model);
-  model->to(device);
-  model->train();
-  std::vector<NamedParameter> params;
-  for (auto& item : model->named_parameters(/*recurse=*/true))
-    params.push_back({item.key(), item.value(), modules::LanguageModelImpl::decays(item.key(), item.value())});
+  auto [model, params] = build_train_model(s.model, s.seed, device, loader.vocab_needed(), s.data.tokenizer);
   data::NamedTensors dump;
   if (!opt.dump_path.empty())
     for (const auto& p : params) dump.emplace_back(p.name, p.tensor.detach().to(at::kCPU).clone());

@@ -21,6 +21,22 @@ std::pair<at::Tensor, at::Tensor> lm_loss(const modules::ForwardResult& out, con
   return modules::kernels::linear_masked_ce(out.hidden, out.head_weight, targets, mask);
 }
 
+
+TrainModel build_train_model(const modules::ModelOptions& options, int64_t seed, const at::Device& device,
+                             int64_t vocab_needed, const std::string& tokenizer) {
+  if (vocab_needed > options.vocab)
+    throw UserError("model.vocab: is " + std::to_string(options.vocab) + " but the data needs " +
+                    std::to_string(vocab_needed) + " token ids (tokenizer '" + tokenizer + "')");
+  at::manual_seed(seed);
+  TrainModel t;
+  t.model = modules::LanguageModel(options);
+  t.model->to(device);
+  t.model->train();
+  for (auto& item : t.model->named_parameters(/*recurse=*/true))
+    t.params.push_back({item.key(), item.value(), modules::LanguageModelImpl::decays(item.key(), item.value())});
+  return t;
+}
+
 void load_parameters(modules::LanguageModel& model, const Tensors& saved, const std::string& source) {
   std::map<std::string, at::Tensor> by_name(saved.begin(), saved.end());
   at::NoGradGuard no_grad;

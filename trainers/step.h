@@ -7,9 +7,11 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "modules/model.h"
 #include "trainers/checkpoint.h"
+#include "trainers/optimizer.h"
 
 namespace ablate::trainers {
 
@@ -70,6 +72,18 @@ std::string cpu_bf16_warning(double slowdown);
 
 // Measures cpu_bf16_matmul_slowdown, logs cpu_bf16_warning when there is one, returns the ratio.
 double warn_if_cpu_bf16_slow();
+
+// A run's model as train() builds it, and the benchmark too, so that it measures the step that
+// training runs: the generator seeded with `seed`, the model built from `options`, moved to `device`
+// and in training mode, and its parameters in the optimiser's order with their weight-decay groups.
+// `vocab_needed` is the loader's (data::Loader::vocab_needed); UserError naming model.vocab and
+// `tokenizer` when the model has fewer token ids.
+struct TrainModel {
+  modules::LanguageModel model{nullptr};
+  std::vector<NamedParameter> params;
+};
+TrainModel build_train_model(const modules::ModelOptions& options, int64_t seed, const at::Device& device,
+                             int64_t vocab_needed, const std::string& tokenizer);
 
 // Copies saved parameters into `model` by name. UserError naming `source` if a parameter is
 // missing, has another shape, or the file holds parameters the model lacks.

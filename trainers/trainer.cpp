@@ -280,17 +280,7 @@ TrainOutcome train(const TrainerSetup& s) {
                     std::to_string(rank_batch) + " sequences per process (train.batch " + std::to_string(s.train.batch) +
                     " over " + std::to_string(world) + " processes)");
   data::Loader loader(s.data, micro_batch, env.rank, env.world);
-  if (loader.vocab_needed() > s.model.vocab)
-    throw UserError("model.vocab: is " + std::to_string(s.model.vocab) + " but the data needs " +
-                    std::to_string(loader.vocab_needed()) + " token ids (tokenizer '" + s.data.tokenizer + "')");
-
-  torch::manual_seed(s.seed);
-  modules::LanguageModel model(s.model);
-  model->to(device);
-  model->train();
-  std::vector<NamedParameter> params;
-  for (auto& item : model->named_parameters(/*recurse=*/true))
-    params.push_back({item.key(), item.value(), modules::LanguageModelImpl::decays(item.key(), item.value())});
+  auto [model, params] = build_train_model(s.model, s.seed, device, loader.vocab_needed(), s.data.tokenizer);
   AdamW optimizer(params, s.train.optimizer);
   std::unique_ptr<DataParallel> dp;
   if (env.active()) {
