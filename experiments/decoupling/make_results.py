@@ -1065,6 +1065,14 @@ def scan_both(p):
     return r is not None and k is not None and r >= SPIKE_PRESENT and k >= SINK_PRESENT
 
 
+def scan_progress(pts, labels):
+    """A scan's finished points as (index, point), the labels of those showing both, and the labels of
+    the points not finished."""
+    done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
+    return (done, [scan_label(i, p, labels) for i, p in done if scan_both(p)],
+            [scan_label(i, p, labels) for i, p in enumerate(pts) if p["state"] != "done"])
+
+
 def render_scan(pts, first, long, out):
     out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
     out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g in some block that "
@@ -1082,14 +1090,12 @@ def render_scan(pts, first, long, out):
         out.append("**Not run yet.**\n")
     else:
         scan_table(pts, out, "T 256")
-        done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
-        both = [scan_label(i, p) for i, p in done if scan_both(p)]
+        done, both, todo = scan_progress(pts, SCAN_LABELS)
         def peak(metric):  # (largest value at any in-training probe, point, step), None without probes
             return max(((c.get(metric) or 0, scan_label(i, p), c["step"]) for i, p in enumerate(pts)
                         for c in p["curve"]), default=None)
         ratio, sink, alpha = peak("spike_ratio"), peak("sink_eps_max"), peak("alpha1_max")
         block = peak("ratio_block_max")
-        todo = [scan_label(i, p) for i, p in enumerate(pts) if p["state"] != "done"]
         txt = ("**Where the scan stands**: %d of %d points finished. Largest top-1/median at any in-training probe: "
                "%s at the block of the largest activation, %s in any block; largest max per-layer Sink^0.3: %s; "
                "largest per-head α₁: %s. " % (
@@ -1115,7 +1121,7 @@ def render_scan(pts, first, long, out):
                         fmt(centre.get("fp_ratio_block_max"), ".1f"), SPIKE_PRESENT, SPIKE_BLOCK_SHARE,
                         "; ".join(spiky) if spiky else "none"))
         if todo:
-            txt += "Not finished: %s." % ", ".join(todo)
+            txt += "Not finished: %s." % "; ".join(todo)
         out.append(txt + "\n")
     out.append("**Leads, trained longer** (`%s/%s`: lr 1e-3 alone and with weight decay 0.1, 4,000 steps = 16.4 M "
                "tokens, ~4.3 epochs; otherwise the centre). At 2,000 steps these were the two points whose largest "
@@ -1126,12 +1132,10 @@ def render_scan(pts, first, long, out):
         out.append("**Not run yet.**\n")
     else:
         scan_table(long, out, "T 256", LONG_LABELS)
-        done = [(i, p) for i, p in enumerate(long) if p["state"] == "done"]
-        both = [scan_label(i, p, LONG_LABELS) for i, p in done if scan_both(p)]
-        todo = [scan_label(i, p, LONG_LABELS) for i, p in enumerate(long) if p["state"] != "done"]
+        done, both, todo = scan_progress(long, LONG_LABELS)
         txt = "%d of %d finished. " % (len(done), len(long))
         if done:
-            txt += ("Both phenomena present at: %s. " % ", ".join(both) if both else
+            txt += ("Both phenomena present at: %s. " % "; ".join(both) if both else
                     "No finished lead shows both. ")
         if todo:
             txt += "Not finished: %s." % "; ".join(todo)
