@@ -372,7 +372,7 @@ def probe_numbers(pr):
 # of runs made before the probe reported norm inputs do not have it.
 FULL_PROBE_SWEEPS = ("norm-placement", "natural-norm-placement")
 FULL_PROBE_COLS = ["fp_spike", "fp_norm_input_top1", "fp_norm_input_ratio", "fp_ratio", "fp_sink_eps_max",
-                   "fp_alpha1_max", "fp_ratio_block_max", "fp_ratio_block"]
+                   "fp_alpha1_max", "fp_ratio_block_max", "fp_ratio_block", "fp_sink_mass"]
 ABLATE = [None]  # the binary, set by main()
 # The scans' finished points are also probed over their whole context on 100 validation sequences
 # (T 256; the first pass's in-training probes read only the first 64 positions, the default
@@ -394,7 +394,8 @@ def full_probe(run_dir, sets=(), name="final_probe.json"):
     return {"fp_spike": n["spike_magnitude"], "fp_norm_input_top1": n["norm_input_top1"],
             "fp_norm_input_ratio": n["norm_input_ratio"], "fp_ratio": n["spike_ratio"],
             "fp_sink_eps_max": n["sink_eps_max"], "fp_alpha1_max": n["alpha1_max"],
-            "fp_ratio_block_max": n["ratio_block_max"], "fp_ratio_block": n["ratio_block"]}
+            "fp_ratio_block_max": n["ratio_block_max"], "fp_ratio_block": n["ratio_block"],
+            "fp_sink_mass": n["sink_mass"]}
 
 
 POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
@@ -1022,15 +1023,16 @@ def scan_table(pts, out, probe_len, labels=SCAN_LABELS):
     points, the whole-context probe of the last checkpoint (100 validation sequences)."""
     out.append("| point | state | step | top-1/median (%s) | spike (%s) | max layer Sink^0.3 (%s) | "
                "top-1/median (final, T 256) | largest per-block top-1/median (final, T 256) | "
-               "max layer Sink^0.3 (final, T 256) | largest head α₁ (final, T 256) | "
+               "max layer Sink^0.3 (final, T 256) | largest head α₁ (final, T 256) | sink mass (final, T 256) | "
                "val loss | both present |" % (probe_len, probe_len, probe_len))
-    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for i, p in enumerate(pts):
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             scan_label(i, p, labels), p["state"], p["step"], fmt(p["spike_ratio"], ".1f"), fmt(p["spike_magnitude"], ".4g"),
             fmt(p["sink_eps_max"], ".3f"), fmt(p.get("fp_ratio"), ".1f"), fmt(p.get("fp_ratio_block_max"), ".1f"),
             fmt(p.get("fp_sink_eps_max"), ".3f"),
-            fmt(p.get("fp_alpha1_max"), ".3f"), fmt(p["val_loss"], ".4f"), "yes" if scan_both(p) else "no"))
+            fmt(p.get("fp_alpha1_max"), ".3f"), fmt(p.get("fp_sink_mass"), ".3f"), fmt(p["val_loss"], ".4f"),
+            "yes" if scan_both(p) else "no"))
     if any(p["state"] == "failed" for p in pts):
         out.append("")
         out.append("state *failed* is the sweep's word for a point that ended before its last step, by an error or "
@@ -1084,7 +1086,8 @@ def render_scan(pts, first, long, out):
                "sweeps' own baseline: point 0 is the same configuration), one seed, 2,000 steps of 16 × 256 tokens "
                "(8.2 M tokens, ~2.2 epochs) in fp32, in-training probes over the whole context (T 256, 16 "
                "sequences) every 250 steps; each finished point's last checkpoint is probed again on 100 validation "
-               "sequences (`ablate probe RUN --set probe.seq_len=256`), and \"both present\" uses that probe.\n"
+               "sequences (`ablate probe RUN --set probe.seq_len=256`), and \"both present\" uses that probe. Sink mass is "
+               "the mean attention on position 0 over queries t ≥ 1, heads and layers (docs/metrics.md).\n"
                % (SPIKE_PRESENT, SINK_PRESENT, REL, SCAN[1]))
     if pts is None:
         out.append("**Not run yet.**\n")
@@ -1103,6 +1106,11 @@ def render_scan(pts, first, long, out):
                    "%.1f (%s, step %d)" % block if block and block[0] > 0 else "-",
                    ("%.3f (%s, step %d)" % sink if sink[0] > 0 else "0 at every probe of every point") if sink else "-",
                    "%.2f (%s, step %d)" % alpha if alpha else "-"))
+        masses = sorted(((p["fp_sink_mass"], scan_label(i, p).split(":")[0]) for i, p in done
+                         if p.get("fp_sink_mass") is not None), reverse=True)
+        if masses:
+            txt += ("Sink mass at the final probe runs from %.3f (%s) to %.3f (%s); the centre's is %s. " % (
+                masses[0] + masses[-1] + (fmt(pts[0].get("fp_sink_mass"), ".3f"),)))
         if both:
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
