@@ -1134,8 +1134,8 @@ def render_scan(pts, first, long, out):
     out.append("**Leads, trained longer** (`%s/%s`: lr 1e-3 alone and with weight decay 0.1, 4,000 steps = 16.4 M "
                "tokens, ~4.3 epochs; otherwise the centre). At 2,000 steps these were the two points whose largest "
                "head α₁ was still rising at the end (lr 1e-3: 0.15 → 0.21 over steps 1,000–2,000; weight decay 0.1: "
-               "0.11 → 0.19); a layer's Sink^0.3 is the fraction of its heads whose α₁ exceeds 0.3. Gu et al. report that weight decay "
-               "encourages the sink.\n" % (REL, LONG_SCAN[1]))
+               "0.11 → 0.19); a layer's Sink^0.3 is the fraction of its heads whose α₁ exceeds 0.3. Gu et al.'s small setting, "
+               "in which the sink forms, trains at lr 4e-4 with weight decay 0.1 (PAPER.md).\n" % (REL, LONG_SCAN[1]))
     if long is None:
         out.append("**Not run yet.**\n")
     else:
