@@ -36,10 +36,11 @@ import gzip
 import json
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
+
+import share_points  # this directory's: which sweep points are the same run
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -926,23 +927,15 @@ NATURAL_EARLIER = (
 
 def distinct_runs(ablate, fnames, finished):
     """(distinct runs, of them finished) over the sweep files: points of different sweeps with the same
-    resolved configuration and seed (id hash suffix and seed, as share_points.py matches them) count once;
-    `finished` holds (hash, seed) of finished runs elsewhere (the scan's). None without the binary."""
+    resolved configuration (id hash suffix, as share_points.py matches them) count once; `finished`
+    holds the hash suffixes of finished runs elsewhere (the scan's). None without the binary."""
     if not ablate or not os.path.exists(ablate):
         return None
-    keys = set()
-    for f in fnames:
-        r = subprocess.run([ablate, "sweep", "plan", os.path.join(REL, f)], cwd=REPO, capture_output=True, text=True)
-        if r.returncode != 0:
-            return None
-        keys |= {run_key(line.split()[1]) for line in r.stdout.splitlines() if re.match(r"^\d+\s+\S+", line)}
+    try:
+        keys = {share_points.hash_of(pid) for f in fnames for pid, _ in share_points.planned(ablate, f[:-len(".yaml")])}
+    except subprocess.CalledProcessError:
+        return None
     return len(keys), len(keys & finished)
-
-
-def run_key(pid):
-    """(hash suffix, seed) of a run id: what share_points.py matches across sweeps."""
-    m = re.search(r"seed=(\d+)_([0-9a-f]{8})$", pid)
-    return (m.group(2), m.group(1)) if m else (pid, "")
 
 
 def render_tier(tier, desc, axes, data, out, cost=None):
@@ -1328,7 +1321,7 @@ def main():
               "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.", ""]
 
-    scan_done = {run_key(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
+    scan_done = {share_points.hash_of(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
                  if p["state"] == "done" and p.get("id")}
     for tier, desc, axes, data in tier_data:
         cost = distinct_runs(a.ablate, axes.values(), scan_done) if tier == "natural" else None

@@ -45,6 +45,11 @@ def planned(ablate, sweep):
     return [(i, os.path.join(base, i)) for i in ids]
 
 
+def hash_of(pid):
+    """The id's hash suffix: equal for points whose resolved configurations (seed included) are equal."""
+    return pid.rsplit("_", 1)[1]
+
+
 def seed_of(pid):
     return re.search(r"seed=(\d+)_", pid).group(1)
 
@@ -60,13 +65,13 @@ def main():
     for pts in points.values():
         for pid, d in pts:
             if os.path.exists(os.path.join(d, "done")):
-                finished.setdefault(pid.rsplit("_", 1)[1], d)
+                finished.setdefault(hash_of(pid), d)
     copied = 0
     for sweep, pts in points.items():
         for pid, d in pts:
             if os.path.exists(d):
                 continue
-            src = finished.get(pid.rsplit("_", 1)[1])
+            src = finished.get(hash_of(pid))
             if src is None:
                 continue
             if seed_of(pid) != seed_of(os.path.basename(src)):
