@@ -403,12 +403,25 @@ POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step",
               "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss",
               "norm_input_top1", "norm_input_ratio", "alpha1_max", "ratio_block_max"] + FULL_PROBE_COLS
 CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max",
-              "alpha1_max", "ratio_block_max"]
+              "alpha1_max", "ratio_block_max", "train_loss", "val_loss"]
 
 
 # Per-point numbers read from the run's records rather than the sweep report.
 EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
               "norm_input_ratio", "alpha1_max", "ratio_block_max"] + FULL_PROBE_COLS
+
+
+def add_losses(curve, train, val):
+    """Each probe step of a curve gains the losses logged beside it: train_loss, the mean of the
+    training losses logged since the previous probe (each one step's batch), and val_loss, the
+    validation loss at that step (None where none was logged)."""
+    prev = None
+    for c in sorted(curve, key=lambda c: c.get("step") or 0):
+        s = c.get("step") or 0
+        xs = [x for t, x in train if (prev is None or t > prev) and t <= s]
+        c["train_loss"] = sum(xs) / len(xs) if xs else None
+        c["val_loss"] = num(val.get(s))
+        prev = s
 
 
 def block_ratio(p, pre=""):
@@ -455,12 +468,17 @@ def load_sweep(name, results_dir, runs_dir):
         mpath = next((os.path.join(c, "metrics.jsonl") for c in cands
                       if c and os.path.exists(os.path.join(c, "metrics.jsonl"))), None)
         if mpath:
-            last = None
+            last, train, val = None, [], {}
             for r in read_metrics(mpath):
                 if r.get("split") == "probe" and isinstance(r.get("probe"), dict):
                     n = probe_numbers(r["probe"])
                     last = n
                     pt["curve"].append(dict(step=r.get("step"), **n))
+                elif r.get("split") == "train" and num(r.get("loss")) is not None:
+                    train.append((r.get("step") or 0, r["loss"]))
+                elif r.get("split") == "val" and num(r.get("loss")) is not None:
+                    val[r.get("step")] = r["loss"]
+            add_losses(pt["curve"], train, val)
             if last:
                 for m in EXTRA_COLS:
                     if m not in FULL_PROBE_COLS:
@@ -1158,9 +1176,49 @@ def render_scan(pts, first, long, out):
                "bf16 on the AVX-512/AMX Xeon of session 6 (5.2 k tokens/s, its train.log; bf16 has no fast path "
                "on AVX2 CPUs); depth 12 took ~116 min with 2 threads (median 1.2 k tokens/s, its metrics.jsonl.gz; run in two parts, 52 + 64 min, with a resume at step 930), ~1.9× the centre, and width 512 should cost ~3.5× (by size, not measured). `%s/natural/gpu_sweeps.sh 16 %s/%s` runs all points at once on a GPU host (none was lent "
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
-               "late spikes and sinks may reflect memorisation; BOS at position 0 gives the sink a fixed target "
+               "late spikes and sinks may reflect memorisation%s; BOS at position 0 gives the sink a fixed target "
                "that random crops (point 8) do not, and point 8's row measures what removing it changes; more "
-               "real English text was not obtained (the corpora are what the tier trains on).\n" % (REL, REL, SCAN[1]))
+               "real English text was not obtained (the corpora are what the tier trains on).\n"
+               % (REL, REL, SCAN[1], memorisation(pts, long)))
+
+
+# One pass over the BPE shards: 14,991 training sequences of 256 tokens (prepare.sh's split), 16 a step.
+EPOCH_STEPS = 14991 // 16
+
+
+def loss_gap(p, last_step):
+    """(step, validation loss - mean training loss since the previous probe) at a point's last probe
+    step <= last_step that has both losses, or None."""
+    cs = [c for c in p["curve"] if (c.get("step") or 0) <= last_step
+          and c.get("val_loss") is not None and c.get("train_loss") is not None]
+    c = max(cs, key=lambda c: c["step"], default=None)
+    return (c["step"], c["val_loss"] - c["train_loss"]) if c else None
+
+
+def memorisation(pts, long):
+    """The measured part of the small-corpus caveat: how far the validation loss sits above the
+    training loss within the first pass over the shards and at the end."""
+    if not pts or pts[0]["state"] != "done":
+        return ""
+    first, end = loss_gap(pts[0], EPOCH_STEPS), loss_gap(pts[0], 10 ** 9)
+    if not first or not end:
+        return ""
+    gaps = sorted(g[1] for p in pts if p["state"] == "done" and p["vars"].get("data.tokenizer") != "byte"
+                  for g in [loss_gap(p, 10 ** 9)] if g)  # byte-level: other units, and 0.6 passes
+    txt = (" (measured, validation loss minus the mean training loss logged since the previous probe: at the "
+           "centre %+.2f at step %s, within the first pass, and %+.2f at step %s; %+.2f to %+.2f at the end of "
+           "the finished BPE points" % (first[1], "{:,}".format(first[0]), end[1], "{:,}".format(end[0]),
+                                        gaps[0], gaps[-1]))
+    lead = [(LONG_LABELS[i] if i < len(LONG_LABELS) else p["variant"], loss_gap(p, 10 ** 9))
+            for i, p in enumerate(long or []) if p["curve"]]
+    lead = [(lab, g) for lab, g in lead if g and g[0] > 2000]
+    if lead:
+        txt += "; %s" % "; ".join("%+.2f at step %s of %s" % (g[1], "{:,}".format(g[0]), lab) for lab, g in lead)
+    vals = [c["val_loss"] for c in sorted(pts[0]["curve"], key=lambda c: c["step"]) if c.get("val_loss") is not None]
+    falls = len(vals) >= 2 and vals[-1] < vals[-2]
+    return txt + ": the later passes are partly memorised%s)" % (
+        ", while the centre's validation loss still falls, %.3f → %.3f over its last two probes" % (vals[-2], vals[-1])
+        if falls else "")
 
 
 def emergence(data, results_dir, out_dir, stem):
@@ -1195,34 +1253,74 @@ def emergence(data, results_dir, out_dir, stem):
         w.writerow(["series", "step", "seeds", "spike_mean", "spike_std", "log10_spike_mean",
                     "sink_eps_max_mean", "sink_eps_max_std"])
         w.writerows(rows)
-    with open(os.path.join(results_dir, stem + ".svg"), "w") as f:
-        f.write(svg_plot(curves))
-    return os.path.relpath(os.path.join(results_dir, stem + ".svg"), out_dir)
-
-
-COLORS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"]
-
-
-def svg_plot(curves):
-    W, H, PW, PH, L, T = 980, 420, 380, 260, 60, 40
-    steps = [s for _, c in curves for s, _, _ in c]
-    x0, x1 = min(steps), max(steps)
-    if x1 == x0:
-        x1 = x0 + 1
     ls = [v for _, c in curves for _, v, _ in c if v is not None]
     y0, y1 = (math.floor(min(ls)), math.ceil(max(ls))) if ls else (0, 1)
     if y1 == y0:
         y1 = y0 + 1
+    panels = [("spike magnitude (mean of log10 over seeds)", y0, y1, list(range(y0, y1 + 1)), lambda t: "1e%d" % t),
+              ("max per-layer Sink^0.3 (mean over seeds)", 0.0, 1.0, [0, 0.25, 0.5, 0.75, 1.0], lambda t: "%g" % t)]
+    with open(os.path.join(results_dir, stem + ".svg"), "w") as f:
+        f.write(svg_plot(curves, panels))
+    return os.path.relpath(os.path.join(results_dir, stem + ".svg"), out_dir)
+
+
+def scan_emergence(scans, results_dir, out_dir, stem):
+    """The scale scan's in-training probes as a plot: for every point with probes, the largest
+    per-block top-1/median and the largest head α₁ over training, each against its threshold
+    (SPIKE_PRESENT; Sink^0.3's 0.3). scans: [(points, labels, dashed)]. Returns the SVG's path
+    relative to out_dir, None without probes."""
+    curves, dashed = [], set()
+    for pts, labels, dash in scans:
+        for i, p in enumerate(pts or []):
+            cs = sorted((c for c in p["curve"] if c.get("step") is not None), key=lambda c: c["step"])
+            if cs and any(c.get("ratio_block_max") is not None for c in cs):
+                if dash:
+                    dashed.add(len(curves))
+                curves.append((scan_label(i, p, labels).split(":")[0],
+                               [(c["step"], c.get("ratio_block_max"), c.get("alpha1_max")) for c in cs]))
+    if not curves:
+        return None
+    top = max(v for _, c in curves for _, v, _ in c if v is not None)
+    hi_r = max(2 * SPIKE_PRESENT, 50 * math.ceil(top / 50))
+    top_a = max((a for _, c in curves for _, _, a in c if a is not None), default=0)
+    hi_a = max(0.4, 0.1 * math.ceil(top_a / 0.1))
+    panels = [("largest per-block top-1/median (massive at %g)" % SPIKE_PRESENT, 0, hi_r,
+               list(range(0, int(hi_r) + 1, 50)), lambda t: "%d" % t, SPIKE_PRESENT),
+              ("largest head α₁ (a sink head above 0.3)", 0.0, hi_a,
+               [round(0.1 * k, 1) for k in range(int(round(hi_a / 0.1)) + 1)], lambda t: "%g" % t, 0.3)]
+    with open(os.path.join(results_dir, stem + ".svg"), "w") as f:
+        f.write(svg_plot(curves, panels, dashed))
+    return os.path.relpath(os.path.join(results_dir, stem + ".svg"), out_dir)
+
+
+COLORS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf",
+          "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
+
+
+def svg_plot(curves, panels, dashed=()):
+    """Two panels side by side over training steps. curves: [(label, [(step, v0, v1)])], the first
+    drawn thicker; panels: [(title, lo, hi, ticks, tick_label[, threshold])], panel k plotting vk,
+    a threshold drawn as a dashed grey line; curves whose index is in dashed are drawn dashed."""
+    PW, PH, L, T = 380, 260, 60, 40
+    W, H = 980, max(420, T + PH + 48 + ((len(curves) + 2) // 3) * 16)
+    steps = [s for _, c in curves for s, _, _ in c]
+    x0, x1 = min(steps), max(steps)
+    if x1 == x0:
+        x1 = x0 + 1
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>']
 
-    def panel(px, title, lo, hi, idx, ticks, tick_label):
+    def panel(px, title, lo, hi, idx, ticks, tick_label, threshold=None):
         o.append('<text x="%d" y="%d" font-size="13">%s</text>' % (px, T - 15, title))
         o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#888"/>' % (px, T, PW, PH))
         for t in ticks:
             y = T + PH - (t - lo) / (hi - lo) * PH
             o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#eee"/>' % (px, px + PW, y, y))
             o.append('<text x="%d" y="%.1f" text-anchor="end">%s</text>' % (px - 4, y + 4, tick_label(t)))
+        if threshold is not None:
+            y = T + PH - (threshold - lo) / (hi - lo) * PH
+            o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#888" stroke-dasharray="6,4"/>' % (
+                px, px + PW, y, y))
         for k in range(5):
             s = x0 + (x1 - x0) * k / 4
             x = px + (s - x0) / (x1 - x0) * PW
@@ -1232,19 +1330,18 @@ def svg_plot(curves):
             pts = [(px + (s - x0) / (x1 - x0) * PW, T + PH - (v[idx] - lo) / (hi - lo) * PH)
                    for s, *v in c if v[idx] is not None]
             if pts:
-                o.append('<polyline fill="none" stroke="%s" stroke-width="%s" points="%s"/>' % (
+                o.append('<polyline fill="none" stroke="%s" stroke-width="%s"%s points="%s"/>' % (
                     COLORS[i % len(COLORS)], "2.5" if i == 0 else "1.5",
-                    " ".join("%.1f,%.1f" % p for p in pts)))
+                    ' stroke-dasharray="5,3"' if i in dashed else "", " ".join("%.1f,%.1f" % p for p in pts)))
 
-    panel(L, "spike magnitude (mean of log10 over seeds)", y0, y1, 0, list(range(y0, y1 + 1)),
-          lambda t: "1e%d" % t)
-    panel(L + PW + 80, "max per-layer Sink^0.3 (mean over seeds)", 0.0, 1.0, 1, [0, 0.25, 0.5, 0.75, 1.0],
-          lambda t: "%g" % t)
+    for k, (title, lo, hi, ticks, tick_label, *threshold) in enumerate(panels):
+        panel(L + k * (PW + 80), title, lo, hi, k, ticks, tick_label, *threshold)
     ly = T + PH + 48
     for i, (lab, _) in enumerate(curves):
         x = L + (i % 3) * 300
         y = ly + (i // 3) * 16
-        o.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"/>' % (x, x + 20, y - 4, y - 4, COLORS[i % len(COLORS)]))
+        o.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (
+            x, x + 20, y - 4, y - 4, COLORS[i % len(COLORS)], ' stroke-dasharray="5,3"' if i in dashed else ""))
         o.append('<text x="%d" y="%d">%s</text>' % (x + 26, y, lab.replace("&", "&amp;").replace("<", "&lt;")))
     o.append("</svg>\n")
     return "\n".join(o)
@@ -1339,7 +1436,19 @@ def main():
                       "[results/%s.csv](results/%s.csv)." % (os.path.basename(svg), svg, stem, stem), "",
                       "![%s](%s)" % (stem, svg), ""]
         else:
-            lines += ["not run yet (no probe records).", ""]
+            lines += ["not run yet (no probe records)." if tier != "natural" else
+                      "The natural sweeps: not run yet (no probe records).", ""]
+        if tier == "natural":
+            svg = scan_emergence([(scan_pts[SCAN[0]], SCAN_LABELS, False), (scan_pts[LONG_SCAN[0]], LONG_LABELS, True)],
+                                 results_dir, out_dir, "natural-scan-emergence")
+            if svg:
+                lines += ["The scale scan's in-training probes (T 256, 16 sequences; dashed: the leads at 4,000 "
+                          "steps), against the thresholds of \"both present\" (dashed grey): the largest per-block "
+                          "top-1/median and the largest head α₁ (a layer's Sink^0.3 counts its heads above 0.3): "
+                          "[%s](%s), data in [results/%s/curves.csv](results/%s/curves.csv) and "
+                          "[results/%s/curves.csv](results/%s/curves.csv)." % (
+                              os.path.basename(svg), svg, SCAN[0], SCAN[0], LONG_SCAN[0], LONG_SCAN[0]), "",
+                          "![scale scan](%s)" % svg, ""]
 
     lines += ["## Per-sweep reports", "",
               "| sweep | points | report |", "|---|---|---|"]
