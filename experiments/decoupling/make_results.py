@@ -1178,7 +1178,12 @@ def render_scan(pts, first, long, out):
                "to this task). What the choices may change: the corpus is small (2.2 passes at 2,000 steps), so "
                "late spikes and sinks may reflect memorisation%s; BOS at position 0 gives the sink a fixed target "
                "that random crops (point 8) do not, and point 8's row measures what removing it changes; more "
-               "real English text was not obtained (the corpora are what the tier trains on).\n"
+               "real English text was not obtained: Debian's packages hold little modern English prose (`apt-cache "
+               "search` for bible, gutenberg, corpus, fortune, wordnet finds the King James Bible in bible-kjv-text, "
+               "2.5 MB installed, dictionaries and fortune files), and the corpus packages on PyPI "
+               "(gutenberg; nltk, whose data is separate) download their texts from sites these hosts cannot reach "
+               "(`curl https://www.gutenberg.org/` and `https://raw.githubusercontent.com/`: could not resolve host), "
+               "so the corpora are what the tier trains on.\n"
                % (REL, REL, SCAN[1], memorisation(pts, long)))
 
 
