@@ -18,6 +18,7 @@
 #include <deque>
 #include <filesystem>
 #include <fstream>
+#include <iomanip>
 #include <map>
 #include <set>
 #include <sstream>
@@ -112,6 +113,30 @@ bool lock_held_elsewhere(const std::string& run_dir) {
   bool held = ::flock(fd, LOCK_EX | LOCK_NB) != 0;
   ::close(fd);
   return held;
+}
+
+// "1.3k tokens/s, ~44 min left" for a running point, from its last training record (tokens so far,
+// the step and the throughput of the last logging interval); empty without one.
+std::string pace(const nlohmann::json& rec, int64_t target_step) {
+  if (!rec.contains("tokens_per_s") || !rec["tokens_per_s"].is_number() || !rec.contains("tokens") ||
+      !rec["tokens"].is_number() || !rec.contains("step") || !rec["step"].is_number_integer())
+    return "";
+  const double tps = rec["tokens_per_s"].get<double>();
+  const int64_t step = rec["step"].get<int64_t>();
+  if (!(tps > 0) || step <= 0) return "";
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(tps < 10 || tps >= 1e3 ? 1 : 0);
+  if (tps < 1e3) out << tps;
+  else if (tps < 1e6) out << tps / 1e3 << "k";
+  else out << tps / 1e6 << "M";
+  out << " tokens/s";
+  const double left_s = double(std::max<int64_t>(0, target_step - step)) * (rec["tokens"].get<double>() / step) / tps;
+  out.precision(0);
+  if (left_s < 90) out << ", ~" << left_s << " s left";
+  else if (left_s < 90 * 60) out << ", ~" << left_s / 60 << " min left";
+  else out << ", ~" << std::setprecision(1) << left_s / 3600 << " h left";
+  return out.str();
 }
 
 std::string last_line(const std::string& path) {
@@ -353,8 +378,9 @@ PointStatus point_status(const Point& p) {
   if (!fs::exists(dir, ec)) return st;
   st.checkpoint = checkpoint_step(p.run_dir);
   st.step = std::max<int64_t>(0, st.checkpoint);
+  std::vector<nlohmann::json> records;
   if (fs::exists(dir / "metrics.jsonl", ec)) {
-    auto records = data::read_metrics((dir / "metrics.jsonl").string());
+    records = data::read_metrics((dir / "metrics.jsonl").string());
     // Progress is the later of the last record and the last checkpoint: a run stopped by a signal
     // checkpoints at a step that need not have been logged.
     if (!records.empty() && records.back().contains("step") && records.back()["step"].is_number_integer())
@@ -364,6 +390,11 @@ PointStatus point_status(const Point& p) {
     st.state = State::done;
   } else if (lock_held_elsewhere(p.run_dir)) {
     st.state = State::running;
+    for (auto it = records.rbegin(); it != records.rend(); ++it)
+      if (it->value("split", "") == "train") {
+        st.detail = pace(*it, p.target_step);
+        break;
+      }
   } else if (fs::exists(dir / "failed", ec)) {
     st.state = State::failed;
     st.detail = last_line((dir / "failed").string());

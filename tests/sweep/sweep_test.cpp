@@ -2,7 +2,9 @@
 // through the binary (ABLATE_BIN_PATH) on a tiny synthetic model.
 #include <catch2/catch.hpp>
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -306,6 +308,41 @@ set: {train.log.every: 4, train.probe.every: 0}
   std::stringstream ss;
   ss << std::ifstream(json).rdbuf();
   CHECK_THAT(ss.str(), Catch::Contains("\"step\": 15"));
+}
+
+TEST_CASE("status: a running point shows its throughput and the time left") {
+  Dir d("pace");
+  auto path = d.write("s.yaml", "base: base.yaml\nname: pace\n");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path));
+  REQUIRE(plan.points.size() == 1);
+  REQUIRE(plan.points[0].target_step == 20);
+  const fs::path dir = plan.points[0].run_dir;
+  fs::create_directories(dir);
+  // 64 tokens a step, step 10 of 20: 640 tokens to go.
+  auto log = [&](double tps) {
+    std::ofstream(dir / "metrics.jsonl") << R"({"split":"train","step":5,"tokens":320,"tokens_per_s":1000.0})" "\n"
+                                         << R"({"split":"train","step":10,"tokens":640,"tokens_per_s":)" << tps << "}\n"
+                                         << R"({"split":"val","step":10,"tokens":640,"loss":3.0})" "\n";
+  };
+  log(32.0);
+  // Not running (no process holds the lock): no pace.
+  auto r = ablate::test::run_ablate("sweep status " + path);
+  INFO(r.out);
+  CHECK_THAT(r.out, Catch::Contains("pending  10/20"));
+  CHECK_THAT(r.out, !Catch::Contains("tokens/s"));
+  // Running: the lock held by another open file (this process), as a training process holds it.
+  const int fd = ::open((dir / ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(fd >= 0);
+  REQUIRE(::flock(fd, LOCK_EX | LOCK_NB) == 0);
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("running  10/20     32 tokens/s, ~20 s left"));
+  log(0.5);  // 1,280 s
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("0.5 tokens/s, ~21 min left"));
+  log(2500.0);  // the last train record counts, not the earlier 1,000 tokens/s
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("2.5k tokens/s, ~0 s left"));
+  ::close(fd);
 }
 
 TEST_CASE("slurm: a job array whose task i runs point i") {
