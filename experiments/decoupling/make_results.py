@@ -960,15 +960,18 @@ def render_tier(tier, desc, axes, data, out, cost=None):
     out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
     if tier == "natural":
         out.append(NATURAL_EARLIER)
-    if not any(pts is not None for pts in data.sweeps.values()):
+    none_run = not any(pts is not None for pts in data.sweeps.values())
+    if none_run:
         out.append("No sweep of this tier has run yet (%s): every prediction is **not run yet**.\n"
                    % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
-        if cost:
-            out.append("Why: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
-                       "once: `share_points.py` copies it), %d of them finished as scale-scan points; each takes "
-                       "~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads, below), so "
-                       "the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
-                       "has not been drawn for this task so far.\n" % (cost[0], cost[1], cost[0] - cost[1], REL))
+    if cost and cost[1] < cost[0]:
+        out.append("%s: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
+                   "once: `share_points.py` copies it), %d of them finished (scale-scan points included); each "
+                   "takes ~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads, below), "
+                   "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
+                   "has not been drawn for this task so far.\n" % (
+                       "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL))
+    if none_run:
         out.append("| id | change | verdict |\n|---|---|---|")
         out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in data.preds)
         out.append("")
@@ -1302,12 +1305,24 @@ COLORS = ["#000000", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c
           "#bcbd22", "#7f7f7f", "#aec7e8", "#ffbb78"]
 
 
+def step_ticks(x0, x1):
+    """Round tick values in [x0, x1], about five: multiples of 1, 2, 2.5 or 5 x 10^k."""
+    raw = (x1 - x0) / 4
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    first = math.ceil(x0 / step) * step
+    return [first + k * step for k in range(int((x1 - first) // step) + 1)]
+
+
 def svg_plot(curves, panels, dashed=()):
     """Two panels side by side over training steps. curves: [(label, [(step, v0, v1)])], the first
     drawn thicker; panels: [(title, lo, hi, ticks, tick_label[, threshold])], panel k plotting vk,
     a threshold drawn as a dashed grey line; curves whose index is in dashed are drawn dashed."""
     PW, PH, L, T = 380, 260, 60, 40
-    W, H = 980, max(420, T + PH + 48 + ((len(curves) + 2) // 3) * 16)
+    # Legend: as many columns as the longest label allows (~6.2 px a character at font-size 11).
+    col_w = max(300, int(max(len(lab) for lab, _ in curves) * 6.2) + 40)
+    cols = max(1, (980 - L) // col_w)
+    W, H = 980, max(420, T + PH + 48 + ((len(curves) + cols - 1) // cols) * 16)
     steps = [s for _, c in curves for s, _, _ in c]
     x0, x1 = min(steps), max(steps)
     if x1 == x0:
@@ -1326,8 +1341,7 @@ def svg_plot(curves, panels, dashed=()):
             y = T + PH - (threshold - lo) / (hi - lo) * PH
             o.append('<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#888" stroke-dasharray="6,4"/>' % (
                 px, px + PW, y, y))
-        for k in range(5):
-            s = x0 + (x1 - x0) * k / 4
+        for s in step_ticks(x0, x1):
             x = px + (s - x0) / (x1 - x0) * PW
             o.append('<text x="%.1f" y="%d" text-anchor="middle">%d</text>' % (x, T + PH + 14, round(s)))
         o.append('<text x="%d" y="%d" text-anchor="middle">training step</text>' % (px + PW // 2, T + PH + 30))
@@ -1343,8 +1357,8 @@ def svg_plot(curves, panels, dashed=()):
         panel(L + k * (PW + 80), title, lo, hi, k, ticks, tick_label, *threshold)
     ly = T + PH + 48
     for i, (lab, _) in enumerate(curves):
-        x = L + (i % 3) * 300
-        y = ly + (i // 3) * 16
+        x = L + (i % cols) * col_w
+        y = ly + (i // cols) * 16
         o.append('<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="2"%s/>' % (
             x, x + 20, y - 4, y - 4, COLORS[i % len(COLORS)], ' stroke-dasharray="5,3"' if i in dashed else ""))
         o.append('<text x="%d" y="%d">%s</text>' % (x + 26, y, lab.replace("&", "&amp;").replace("<", "&lt;")))
@@ -1423,10 +1437,12 @@ def main():
               "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.", ""]
 
-    scan_done = {share_points.hash_of(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
-                 if p["state"] == "done" and p.get("id")}
+    finished = {share_points.hash_of(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
+                if p["state"] == "done" and p.get("id")}
+    finished |= {share_points.hash_of(p["id"]) for tier, _, _, data in tier_data if tier == "natural"
+                 for pts in data.sweeps.values() for p in (pts or []) if p["state"] == "done" and p.get("id")}
     for tier, desc, axes, data in tier_data:
-        cost = distinct_runs(a.ablate, axes.values(), scan_done) if tier == "natural" else None
+        cost = distinct_runs(a.ablate, axes.values(), finished) if tier == "natural" else None
         render_tier(tier, desc, axes, data, lines, cost)
 
     render_scan(scan_pts[SCAN[0]], scan_pts[FIRST_SCAN[0]], scan_pts[LONG_SCAN[0]], lines)
