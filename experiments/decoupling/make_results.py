@@ -1089,6 +1089,14 @@ def scan_progress(pts, labels):
             [scan_label(i, p, labels) for i, p in enumerate(pts) if p["state"] != "done"])
 
 
+def massive(done, labels):
+    """The finished points whose final probe finds a massive activation by the per-block ratio, as
+    "label (ratio in block b of largest activation)"."""
+    return ["%s (%.1f in block %s of %s)" % (scan_label(i, p, labels).split(":")[0], block_ratio(p, "fp_"),
+                                            p.get("fp_ratio_block") or "-", fmt(p.get("fp_spike"), ".4g"))
+            for i, p in done if (block_ratio(p, "fp_") or 0) >= SPIKE_PRESENT]
+
+
 def render_scan(pts, first, long, out):
     out.append("## Natural-text tier: the scale scan (issue 10 §1(b))\n")
     out.append("Which smallest pre-norm baseline shows a massive activation (top-1/median ≥ %g in some block that "
@@ -1129,9 +1137,7 @@ def render_scan(pts, first, long, out):
             txt += ("Both phenomena are present at: %s; the smallest of them is the scale the natural tier should "
                     "move to (`natural/base.yaml`). " % ", ".join(both))
         else:
-            spiky = ["%s (%.1f in block %s of %s)" % (scan_label(i, p).split(":")[0], block_ratio(p, "fp_"),
-                                                      p.get("fp_ratio_block") or "-", fmt(p.get("fp_spike"), ".4g"))
-                     for i, p in done if (block_ratio(p, "fp_") or 0) >= SPIKE_PRESENT]
+            spiky = massive(done, SCAN_LABELS)
             centre = pts[0] if pts else {}
             txt += ("No finished point shows both, so the natural tier stays at `natural/base.yaml`'s scale (the "
                     "centre): there its sink tests meet a baseline without a sink (inconclusive by the rule above "
@@ -1159,6 +1165,8 @@ def render_scan(pts, first, long, out):
         if done:
             txt += ("Both phenomena present at: %s. " % "; ".join(both) if both else
                     "No finished lead shows both. ")
+            spiky = massive(done, LONG_LABELS)
+            txt += "Massive by the per-block ratio at the final probe: %s. " % ("; ".join(spiky) if spiky else "none")
         if todo:
             txt += "Not finished: %s." % "; ".join(todo)
         out.append(txt + "\n")
