@@ -1202,10 +1202,10 @@ def render_scan(pts, first, long, out):
 EPOCH_STEPS = 14991 // 16
 
 
-def loss_gap(p, last_step):
+def loss_gap(p, last_step=None):
     """(step, validation loss - mean training loss since the previous probe) at a point's last probe
-    step <= last_step that has both losses, or None."""
-    cs = [c for c in p["curve"] if (c.get("step") or 0) <= last_step
+    step (<= last_step where given) that has both losses, or None."""
+    cs = [c for c in p["curve"] if (last_step is None or (c.get("step") or 0) <= last_step)
           and c.get("val_loss") is not None and c.get("train_loss") is not None]
     c = max(cs, key=lambda c: c["step"], default=None)
     return (c["step"], c["val_loss"] - c["train_loss"]) if c else None
@@ -1216,18 +1216,17 @@ def memorisation(pts, long):
     training loss within the first pass over the shards and at the end."""
     if not pts or pts[0]["state"] != "done":
         return ""
-    first, end = loss_gap(pts[0], EPOCH_STEPS), loss_gap(pts[0], 10 ** 9)
+    first, end = loss_gap(pts[0], EPOCH_STEPS), loss_gap(pts[0])
     if not first or not end:
         return ""
     gaps = sorted(g[1] for p in pts if p["state"] == "done" and p["vars"].get("data.tokenizer") != "byte"
-                  for g in [loss_gap(p, 10 ** 9)] if g)  # byte-level: other units, and 0.6 passes
+                  for g in [loss_gap(p)] if g)  # byte-level: other units, and 0.6 passes
     txt = (" (measured, validation loss minus the mean training loss logged since the previous probe: at the "
            "centre %+.2f at step %s, within the first pass, and %+.2f at step %s; %+.2f to %+.2f at the end of "
            "the finished BPE points" % (first[1], "{:,}".format(first[0]), end[1], "{:,}".format(end[0]),
                                         gaps[0], gaps[-1]))
-    lead = [(LONG_LABELS[i] if i < len(LONG_LABELS) else p["variant"], loss_gap(p, 10 ** 9))
-            for i, p in enumerate(long or []) if p["curve"]]
-    lead = [(lab, g) for lab, g in lead if g and g[0] > 2000]
+    lead = [(scan_label(i, p, LONG_LABELS), loss_gap(p)) for i, p in enumerate(long or [])]
+    lead = [(lab, g) for lab, g in lead if g and g[0] > 2000]  # only once past the scan's 2,000 steps
     if lead:
         txt += "; %s" % "; ".join("%+.2f at step %s of %s" % (g[1], "{:,}".format(g[0]), lab) for lab, g in lead)
     vals = [c["val_loss"] for c in sorted(pts[0]["curve"], key=lambda c: c["step"]) if c.get("val_loss") is not None]
