@@ -1,0 +1,276 @@
+#!/usr/bin/env python3
+"""Trains the natural tier's sweeps on a CPU host in the order that gives verdicts soonest.
+
+The natural sweeps (natural/natural-*.yaml) are 99 distinct runs of ~1 h each on this project's
+2-core CPU hosts, far more than a session, so they are trained a few at a time over many sessions
+and the order matters. This script keeps that order in one place (ORDER below, with the reason for
+each place) and trains the points that are not finished, one `ablate sweep run SWEEP --only I` per
+point, LANES points at a time with THREADS threads each (two lanes of one thread train ~15 % more
+tokens per second in all than one lane of two threads on a 2-core host: 1.2-1.3 k tokens/s each
+against 2.0-2.3 k, the runs' `tokens_per_s`).
+
+- A point whose resolved configuration another sweep also plans (the shared baseline, sandwich
+  norm in both norm sweeps, ...) is trained once: points are keyed by their id's hash suffix, and
+  after every finished point `share_points.py` copies it to the other sweeps.
+- A point stopped earlier resumes from its last checkpoint (`sweep run` does that).
+- `--until HH:MM` (or SIGTERM / Ctrl-C) stops every running point with SIGTERM: the trainer
+  finishes its step and writes a checkpoint, so the next call resumes it. No new point starts
+  after the stop time.
+
+    python3 experiments/decoupling/natural/cpu_queue.py --dry-run      # the queue and its state
+    python3 experiments/decoupling/natural/cpu_queue.py [--lanes 2] [--threads 1] [--until 08:05]
+
+The log (one line per start and end) is runs/cpu_queue.log beside the run directories; each
+point's own output is in its run directory (stdout.log, train.log).
+"""
+import argparse
+import datetime
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DECOUPLING = os.path.dirname(HERE)
+ROOT = os.path.dirname(os.path.dirname(DECOUPLING))
+sys.path.insert(0, DECOUPLING)
+import share_points  # noqa: E402
+
+# (sweep file under natural/, id prefix of the points, why they come here). Points of a variant
+# run seed 0, 1, 2 in a row, so that each variant reaches the paired seeds a verdict needs before
+# the next one starts. The scale scan found no sink at this scale (RESULTS.md), so the variants
+# whose predictions have a spike test come first; those with only sink tests come last (their
+# tests read "inconclusive" while the baseline has no sink, unless a variant makes one).
+ORDER = [
+    ("natural-norm-placement", "placement=pre_", "the baseline every sweep compares with (P1)"),
+    ("natural-norm-placement", "placement=sandwich_", "P3: spike down a lot"),
+    ("natural-norm-placement", "placement=post_", "P12: the spike moves before the norm"),
+    ("natural-weight-decay", "weight_decay=0.1_", "P11: spike up without weight decay"),
+    ("natural-norm-type", "placement=sandwich_type=rmsnorm_qk_norm=true_", "P4: spike down a lot"),
+    ("natural-norm-type", "placement=pre_type=dyt_", "P5: spike down"),
+    ("natural-ffn-type", "type=gelu_", "P6: spike smaller without the gated FFN"),
+    ("natural-ffn-type", "type=linear_", "P6"),
+    ("natural-ffn-type", "type=none_", "P6"),
+    ("natural-head-dim", "n_heads=4_head_dim=16_", "P7: spike grows with head_dim"),
+    ("natural-head-dim", "n_heads=4_head_dim=128_", "P7"),
+    ("natural-head-dim", "n_heads=4_head_dim=32_", "P7 (trend)"),
+    ("natural-head-dim", "n_heads=16_head_dim=16_", "P7 (fixed width)"),
+    ("natural-head-dim", "n_heads=2_head_dim=128_", "P7 (fixed width)"),
+    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=m5.5_", "P13: no massive activations"),
+    ("natural-sink-free", "variant=kv_bias_", "P14: kv bias removes spikes"),
+    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=0.0_", "P13"),
+    ("natural-gates", "kind=conditional_granularity=elementwise_", "P8: spike down too"),
+    ("natural-gates", "kind=conditional_granularity=headwise_", "P8"),
+    ("natural-sink-free", "variant=k_bias_", "P14 (sink tests only)"),
+    ("natural-norm-type", "placement=pre_type=rmsnorm_qk_norm=true_", "P4's control (QK-norm alone)"),
+]
+# Then every other point of these sweeps, in their files' order (sink tests only, or controls).
+SWEEPS = ["natural-norm-placement", "natural-weight-decay", "natural-norm-type", "natural-ffn-type",
+          "natural-head-dim", "natural-sink-free", "natural-gates", "natural-loss-window"]
+TOKENS_PER_STEP = 16 * 256  # natural/base.yaml: 16 sequences of 256 tokens
+
+
+def last_step(run_dir):
+    """The newest checkpoint's step (0 without one)."""
+    try:
+        steps = [int(m.group(1)) for n in os.listdir(os.path.join(run_dir, "checkpoints"))
+                 if (m := re.fullmatch(r"step_(\d+)", n))]
+    except FileNotFoundError:
+        return 0
+    return max(steps, default=0)
+
+
+def sweep_status(ablate, sweep):
+    """{id: (state, step)} from `ablate sweep status` (running, done, failed, pending)."""
+    out = subprocess.run([ablate, "sweep", "status", os.path.join(HERE, sweep + ".yaml")], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    st = {}
+    for line in out.splitlines():
+        m = re.match(r"^\d+\s+(\S+)\s+(\S+)\s+(\d+)/\d+", line)
+        if m:
+            st[m.group(1)] = (m.group(2), int(m.group(3)))
+    return st
+
+
+def target_steps(ablate, sweep):
+    out = subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")], cwd=ROOT,
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[1]: int(line.split()[-1]) for line in out.splitlines() if re.match(r"^\d+\s+\S+", line)}
+
+
+def build_queue(ablate):
+    """[(sweep, index, id, run_dir, target step, why)], each distinct configuration once."""
+    plans = {s: share_points.planned(ablate, "natural/" + s) for s in SWEEPS}
+    targets = {s: target_steps(ablate, s) for s in SWEEPS}
+    seen, queue = set(), []
+
+    def add(sweep, prefix, why):
+        for i, (pid, d) in enumerate(plans[sweep]):
+            if prefix is not None and not pid.startswith(prefix):
+                continue
+            h = share_points.hash_of(pid)
+            if h in seen:
+                continue
+            seen.add(h)
+            queue.append((sweep, i, pid, d, targets[sweep][pid], why))
+
+    for sweep, prefix, why in ORDER:
+        if not any(pid.startswith(prefix) for pid, _ in plans[sweep]):
+            sys.exit(f"cpu_queue: {sweep}.yaml plans no point whose id starts with {prefix!r} (ORDER is stale)")
+        add(sweep, prefix, why)
+    for sweep in SWEEPS:
+        add(sweep, None, "sink tests only, or a control")
+    return queue
+
+
+def finished_hashes(ablate):
+    """Hash suffixes of every finished natural point (any sweep, the scans included)."""
+    done = set()
+    for s in SWEEPS + ["scan", "scan-long", "scale-scan"]:
+        if not os.path.exists(os.path.join(HERE, s + ".yaml")):
+            continue
+        for pid, d in share_points.planned(ablate, "natural/" + s):
+            if os.path.exists(os.path.join(d, "done")):
+                done.add(share_points.hash_of(pid))
+    return done
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ablate", default=os.path.join(ROOT, "build", "ablate"))
+    ap.add_argument("--lanes", type=int, default=2, help="points trained at once (default 2)")
+    ap.add_argument("--threads", type=int, default=1, help="threads per point (OMP_NUM_THREADS, default 1)")
+    ap.add_argument("--until", help="HH:MM (today, or tomorrow if already past): stop the running points then")
+    ap.add_argument("--max-points", type=int, default=0, help="start at most this many points (0: all)")
+    ap.add_argument("--rate", type=float, default=1250.0,
+                    help="tokens/s of one lane, for --dry-run's estimate (default 1250: one thread beside another)")
+    ap.add_argument("--dry-run", action="store_true", help="print the queue and its state; train nothing")
+    a = ap.parse_args()
+    if not os.path.exists(a.ablate):
+        ap.error(f"--ablate {a.ablate}: no such binary (scripts/build.sh ablate)")
+    if a.lanes < 1 or a.threads < 1:
+        ap.error("--lanes and --threads must be at least 1")
+    deadline = None
+    if a.until:
+        m = re.fullmatch(r"(\d{1,2}):(\d{2})", a.until)
+        if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+            ap.error(f"--until {a.until}: expected HH:MM")
+        now = datetime.datetime.now()
+        deadline = now.replace(hour=int(m.group(1)), minute=int(m.group(2)), second=0, microsecond=0)
+        if deadline <= now:
+            deadline += datetime.timedelta(days=1)
+
+    subprocess.run([sys.executable, os.path.join(DECOUPLING, "share_points.py"), "--ablate", a.ablate],
+                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    queue = build_queue(a.ablate)
+    done = finished_hashes(a.ablate)
+    status = {s: sweep_status(a.ablate, s) for s in SWEEPS}
+    todo = [q for q in queue if share_points.hash_of(q[2]) not in done]
+    if a.dry_run:
+        left = 0
+        for sweep, i, pid, d, target, why in queue:
+            state, step = status[sweep].get(pid, ("pending", 0))
+            if share_points.hash_of(pid) in done:
+                state, step = "done", target
+            elif state != "pending":
+                state = "%s %d" % (state, step)
+            left += target - step
+            print("%-9s %-24s %3d  %-58s %s" % (state, sweep, i, pid, why))
+        hours = left * TOKENS_PER_STEP / (a.rate * a.lanes) / 3600
+        print("%d distinct points, %d finished, %d to train: %.1f M tokens, ~%.0f h with %d lane(s) at %g tokens/s each"
+              % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, hours, a.lanes, a.rate))
+        return
+
+    # A point another process is training (an earlier queue, a `sweep run` by hand) is left to it.
+    busy = [q for q in todo if status[q[0]].get(q[2], ("",))[0] == "running"]
+    todo = [q for q in todo if q not in busy]
+    log_path = os.path.join(HERE, "runs", "cpu_queue.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    lock = threading.Lock()
+    stop = threading.Event()
+    running = {}  # lane -> Popen
+    started = [0]
+
+    def log(msg):
+        line = "%s %s" % (datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S"), msg)
+        print(line, flush=True)
+        with open(log_path, "a") as f:
+            f.write(line + "\n")
+
+    def stop_all(why):
+        # Once: a trainer that gets a second signal more than a second after the first exits at
+        # once, without its checkpoint.
+        if stop.is_set():
+            return
+        log("stop: " + why)
+        with lock:
+            stop.set()
+            procs = list(running.values())
+        for p in procs:
+            try:
+                os.killpg(p.pid, signal.SIGTERM)  # the sweep and its trainer: it checkpoints
+            except ProcessLookupError:
+                pass
+
+    def next_item():
+        with lock:
+            if stop.is_set() or not todo or (a.max_points and started[0] >= a.max_points):
+                return None
+            started[0] += 1
+            return todo.pop(0)
+
+    def lane(n):
+        env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
+        while (item := next_item()) is not None:
+            sweep, i, pid, d, target, why = item
+            log("lane %d: start %s %d %s (%s)" % (n, sweep, i, pid, why))
+            with lock:  # started and registered at once, so that a stop cannot miss it
+                if stop.is_set():
+                    break
+                p = subprocess.Popen(["nice", "-n", "10", a.ablate, "--log-level", "warn", "sweep", "run",
+                                      os.path.join(HERE, sweep + ".yaml"), "--only", str(i)], cwd=ROOT, env=env,
+                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
+                running[n] = p
+            err = p.communicate()[1]
+            # After a stop the trainer (same process group) is still writing its checkpoint.
+            while True:
+                try:
+                    os.killpg(p.pid, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
+            with lock:
+                running.pop(n, None)
+            tail = err.strip().splitlines()[-1] if err.strip() else ""
+            if stop.is_set() and p.returncode != 0:
+                log("lane %d: stopped %s %d at step %d/%d (its checkpoint; the next call resumes it)"
+                    % (n, sweep, i, last_step(d), target))
+                break
+            log("lane %d: end %s %d rc=%d at step %d/%d%s" % (n, sweep, i, p.returncode, last_step(d), target,
+                                                               (": " + tail) if tail else ""))
+            if p.returncode == 0:
+                subprocess.run([sys.executable, os.path.join(DECOUPLING, "share_points.py"), "--ablate", a.ablate],
+                               cwd=ROOT, stdout=subprocess.DEVNULL)
+            elif not stop.is_set():
+                log("lane %d: %s %d failed; the lane goes on with the next point" % (n, sweep, i))
+
+    signal.signal(signal.SIGTERM, lambda *_: stop_all("SIGTERM"))
+    signal.signal(signal.SIGINT, lambda *_: stop_all("interrupted"))
+    log("queue: %d points to train (%d running elsewhere, left to it), %d lane(s) x %d thread(s)%s" % (
+        len(todo), len(busy), a.lanes, a.threads, ", until %s" % deadline.strftime("%Y-%m-%d %H:%M") if deadline else ""))
+    lanes = [threading.Thread(target=lane, args=(n,), daemon=True) for n in range(a.lanes)]
+    for t in lanes:
+        t.start()
+    while any(t.is_alive() for t in lanes):
+        if deadline and datetime.datetime.now() >= deadline:
+            stop_all("--until %s reached" % a.until)
+        time.sleep(1)
+    log("queue: %d points left" % len(todo))
+
+
+if __name__ == "__main__":
+    main()
