@@ -862,9 +862,23 @@ def pm(ms, f):
     return (f.format(m) + " ± " + f.format(sd)) if n > 1 else f.format(m)
 
 
+# A point's numbers that the tables and tests read: only a finished point has them there.
+POINT_NUMBERS = ["val_loss", "spike_magnitude", "sink_mass", "sink_eps", "sink_eps_max", "block_ratio"] + EXTRA_COLS
+
+
+def finished_numbers(p):
+    """The point as the tests see it: a point that has not reached its last step (running, or stopped
+    at a session's end) keeps its state and curve but none of its numbers, which come from an earlier
+    probe than its finished seeds' and would pair unlike with like."""
+    if p["state"] == "done":
+        return p
+    return dict(p, **{m: None for m in POINT_NUMBERS})
+
+
 class Data:
     def __init__(self, sweeps, tp):
-        self.sweeps = sweeps  # axis -> points or None
+        # axis -> points or None
+        self.sweeps = {k: None if v is None else [finished_numbers(p) for p in v] for k, v in sweeps.items()}
         self.base = base_for(tp)
         self.preds = predictions(tp)
         self.emergence = emergence_series(tp)
@@ -969,8 +983,13 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "once: `share_points.py` copies it), %d of them finished (scale-scan points included); each "
                    "takes ~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads, below), "
                    "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
-                   "has not been drawn for this task so far.\n" % (
-                       "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL))
+                   "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
+                   "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
+                   "then the variants whose predictions have a spike test (P3, P12, P11, P4, P5, P6, P7, P13, P14's kv "
+                   "bias, P8), each variant's three seeds in a row; the variants with sink tests only (P8b's gates, "
+                   "P9's loss windows, P14's other variants) come last, because the scan found no sink at this scale "
+                   "and a sink test against a baseline without one reads inconclusive.\n" % (
+                       "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
     if none_run:
         out.append("| id | change | verdict |\n|---|---|---|")
         out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in data.preds)
@@ -1442,7 +1461,11 @@ def main():
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
               "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some are missing; "
               "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
-              "- fewer than 2 paired seeds: inconclusive.", ""]
+              "- fewer than 2 paired seeds: inconclusive.",
+              "- only finished points count (a point's `done`): the numbers of one that is running or was "
+              "stopped before its last step come from an earlier probe than its sweep's finished seeds, so the "
+              "tables' `seeds` column counts finished seeds and the tests leave the others out (the scale scan's "
+              "tables and the sweep reports show them, with their state).", ""]
 
     finished = {share_points.hash_of(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
                 if p["state"] == "done" and p.get("id")}
@@ -1512,7 +1535,9 @@ def main():
             lines += ["%s/natural/prepare.sh   # natural tier: tokenizer and shards from ../shared/corpora" % REL,
                       "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1]),
                       "build/ablate sweep run %s/%s --slots 2   # its first pass (optional)" % (REL, FIRST_SCAN[1]),
-                      "build/ablate sweep run %s/%s   # its leads at 4,000 steps" % (REL, LONG_SCAN[1])]
+                      "build/ablate sweep run %s/%s   # its leads at 4,000 steps" % (REL, LONG_SCAN[1]),
+                      "python3 %s/natural/cpu_queue.py --until HH:MM   # on a CPU host: the natural-*.yaml points "
+                      "below, two at a time, in the order that gives verdicts soonest (resumes; --dry-run lists it)" % REL]
         for axis, fname in axes.items():
             lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
                                                                        REL, fname))
