@@ -1,0 +1,147 @@
+"""The decoupling experiments' scripts (experiments/decoupling): the verdict rule of make_results.py,
+which RESULTS.md's verdicts rest on, and the CPU order of natural/cpu_queue.py.
+
+Run by CTest (`experiments`) with the project's Python; ABLATE_BIN names the built binary (the
+queue's test reads the natural sweeps' plans with it, which needs no data).
+"""
+import os
+import sys
+import unittest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DECOUPLING = os.path.join(ROOT, "experiments", "decoupling")
+sys.path.insert(0, DECOUPLING)
+sys.path.insert(0, os.path.join(DECOUPLING, "natural"))
+
+import make_results as mr  # noqa: E402
+import share_points  # noqa: E402
+
+
+def pts(values, metric="spike_magnitude", state="done"):
+    """Points of one variant: seed -> value."""
+    return [{"seed": str(s), "state": state, metric: v} for s, v in values.items()]
+
+
+class Paired(unittest.TestCase):
+    def test_mean_and_standard_error_of_the_paired_differences(self):
+        d, se, n = mr.paired({"0": 1.0, "1": 2.0, "2": 3.0}, {"0": 2.0, "1": 4.0, "2": 6.0})
+        self.assertEqual(n, 3)
+        self.assertAlmostEqual(d, 2.0)
+        self.assertAlmostEqual(se, 1.0 / 3 ** 0.5)  # differences 1, 2, 3: sd 1
+
+    def test_only_seeds_both_have_are_paired(self):
+        d, se, n = mr.paired({"0": 1.0, "1": 1.0}, {"1": 3.0, "2": 9.0})
+        self.assertEqual((n, se), (1, None))
+        self.assertAlmostEqual(d, 2.0)
+
+    def test_log_pairs_ratios(self):
+        d, _, n = mr.paired({"0": 100.0, "1": 1000.0}, {"0": 10.0, "1": 100.0}, log=True)
+        self.assertEqual(n, 2)
+        self.assertAlmostEqual(d, -1.0)
+
+
+class Tests(unittest.TestCase):
+    def test_direction(self):
+        base = pts({0: 1000, 1: 1200, 2: 800})
+        down = pts({0: 100, 1: 130, 2: 75})
+        self.assertEqual(mr.run_test("down", "spike_magnitude", base, down)[0], "reproduced in direction")
+        self.assertEqual(mr.run_test("up", "spike_magnitude", base, down)[0], "not reproduced")
+        noisy = pts({0: 2000, 1: 600, 2: 900})
+        self.assertEqual(mr.run_test("down", "spike_magnitude", base, noisy)[0], "inconclusive")
+
+    def test_fewer_than_two_paired_seeds_is_inconclusive(self):
+        v, ev = mr.run_test("down", "spike_magnitude", pts({0: 1000}), pts({0: 1}))
+        self.assertEqual(v, "inconclusive")
+        self.assertIn("1 paired seed", ev)
+
+    def test_a_sink_cannot_stay_where_the_baseline_has_none(self):
+        base = pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max")
+        var = pts({0: 0.0, 1: 0.25, 2: 0.0}, "sink_eps_max")
+        v, ev = mr.run_test("stays", "sink_eps_max", base, var)
+        self.assertEqual(v, "inconclusive")
+        self.assertIn("no sink", ev)
+
+    def test_stays_and_halved(self):
+        base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
+        self.assertEqual(mr.run_test("stays", "sink_eps_max", base, pts({0: 0.5, 1: 0.45, 2: 0.55}, "sink_eps_max"))[0],
+                         "reproduced in direction")
+        self.assertEqual(mr.run_test("stays", "sink_eps_max", base, pts({0: 0.0, 1: 0.05, 2: 0.0}, "sink_eps_max"))[0],
+                         "not reproduced")
+
+    def test_present_against_the_threshold(self):
+        self.assertEqual(mr.run_test("present", "sink_eps_max", None, pts({0: 0.5, 1: 0.5, 2: 0.4}, "sink_eps_max"))[0],
+                         "reproduced in direction")
+        self.assertEqual(mr.run_test("present", "sink_eps_max", None, pts({0: 0.0, 1: 0.0}, "sink_eps_max"))[0],
+                         "not reproduced")
+        self.assertEqual(mr.run_test("present", "sink_eps_max", None, pts({0: 0.5}, "sink_eps_max"))[0], "inconclusive")
+
+    def test_a_lower_bound_below_the_spike_threshold_is_not_a_refutation(self):
+        # Records without per-block ratios: block_ratio is the ratio at the block of the largest
+        # activation, a lower bound of the per-block ratio the threshold is about.
+        var = [{"seed": str(s), "state": "done", "block_ratio": 40.0, "ratio_block_max": None} for s in range(3)]
+        self.assertEqual(mr.run_test("present", "block_ratio", None, var)[0], "inconclusive")
+        for p in var:
+            p["ratio_block_max"] = 40.0
+        self.assertEqual(mr.run_test("present", "block_ratio", None, var)[0], "not reproduced")
+
+    def test_trend(self):
+        series = [(x, pts({0: 10 ** (1 + x), 1: 10 ** (1.2 + x), 2: 10 ** (0.9 + 1.1 * x)})) for x in (3, 4, 5)]
+        self.assertEqual(mr.run_trend("trend_up", "spike_magnitude", series)[0], "reproduced in direction")
+        self.assertEqual(mr.run_trend("trend_down", "spike_magnitude", series)[0], "not reproduced")
+
+    def test_combine(self):
+        r, n, i, nr = "reproduced in direction", "not reproduced", "inconclusive", "not run yet"
+        self.assertEqual(mr.combine([r, r]), r)
+        self.assertEqual(mr.combine([r, n]), "partly reproduced (1 of 2 tests reproduced)")
+        self.assertEqual(mr.combine([n, i]), "not reproduced (0 of 2 tests reproduced)")
+        self.assertEqual(mr.combine([r, nr]), r + " (partial data)")
+        self.assertEqual(mr.combine([nr, nr]), nr)
+
+
+class FinishedOnly(unittest.TestCase):
+    """A point stopped before its last step (a session's end) must not enter the tables or tests."""
+
+    def sweep(self):
+        tp = mr.TIER_PARAMS["natural"]
+        base = mr.base_for(tp)["norm-placement"]
+        sand = {"model.norm.placement": "sandwich"}
+        out = []
+        for s, (b, v, state) in enumerate([(600.0, 80.0, "done"), (500.0, 70.0, "done"), (550.0, 900.0, "failed")]):
+            for vars_, val, st in ((base, b, "done"), (sand, v, state)):
+                out.append({"vars": vars_, "seed": str(s), "state": st, "spike_magnitude": val, "val_loss": 4.0,
+                            "sink_eps_max": 0.0, "curve": [{"step": 250}]})
+        return mr.Data({"norm-placement": out}, tp)
+
+    def test_the_stopped_seed_is_left_out(self):
+        data = self.sweep()
+        var = data.select(mr.V("norm-placement", placement="sandwich"))
+        self.assertEqual([p["spike_magnitude"] for p in var], [80.0, 70.0, None])
+        self.assertEqual(var[2]["curve"], [{"step": 250}])  # its curve stays for the emergence plot
+        v, ev = mr.run_test("down", "spike_magnitude", data.select(("norm-placement", {"model.norm.placement": "pre"})),
+                            var)
+        self.assertIn("n 2", ev)
+        self.assertEqual(v, "reproduced in direction")
+        self.assertIn("| 2/3 |", mr.row_for(data, mr.V("norm-placement", placement="sandwich")))
+
+
+@unittest.skipUnless(os.environ.get("ABLATE_BIN"), "ABLATE_BIN not set")
+class CpuQueue(unittest.TestCase):
+    def test_every_distinct_natural_point_is_queued_once_baseline_first(self):
+        import cpu_queue
+        queue = cpu_queue.build_queue(os.environ["ABLATE_BIN"])
+        hashes = [share_points.hash_of(q[2]) for q in queue]
+        self.assertEqual(len(hashes), len(set(hashes)))
+        planned = {share_points.hash_of(pid) for s in cpu_queue.SWEEPS
+                   for pid, _ in share_points.planned(os.environ["ABLATE_BIN"], "natural/" + s)}
+        self.assertEqual(set(hashes), planned)
+        self.assertTrue(all(q[2].startswith("placement=pre_seed=") for q in queue[:3]))
+        # a variant's seeds in a row
+        self.assertEqual([q[2].split("_seed=")[1][0] for q in queue[3:6]], ["0", "1", "2"])
+        # the spike-testable variants before the sink-only ones
+        last_spike = max(i for i, q in enumerate(queue) if q[5].startswith("P8:"))
+        first_gate_control = min(i for i, q in enumerate(queue) if q[2].startswith("kind=static"))
+        self.assertLess(last_spike, first_gate_control)
+
+
+if __name__ == "__main__":
+    unittest.main()
