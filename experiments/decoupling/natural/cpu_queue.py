@@ -226,6 +226,12 @@ def main():
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
         while (item := next_item()) is not None:
             sweep, i, pid, d, target, why = item
+            # Another process may have taken or finished it since the queue was read (a second
+            # queue, a `sweep run` by hand): its lock would keep this lane waiting for nothing.
+            state = sweep_status(a.ablate, sweep).get(pid, ("pending", 0))[0]
+            if state in ("running", "done"):
+                log("lane %d: skip %s %d %s (%s elsewhere)" % (n, sweep, i, pid, state))
+                continue
             log("lane %d: start %s %d %s (%s)" % (n, sweep, i, pid, why))
             with lock:  # started and registered at once, so that a stop cannot miss it
                 if stop.is_set():
