@@ -468,6 +468,7 @@ def load_sweep(name, results_dir, runs_dir):
         mpath = next((os.path.join(c, "metrics.jsonl") for c in cands
                       if c and os.path.exists(os.path.join(c, "metrics.jsonl"))), None)
         if mpath:
+            pt["cpu"], pt["tokens_per_s"] = run_cpu(os.path.dirname(mpath)), []
             last, train, val = None, [], {}
             for r in read_metrics(mpath):
                 if r.get("split") == "probe" and isinstance(r.get("probe"), dict):
@@ -476,6 +477,8 @@ def load_sweep(name, results_dir, runs_dir):
                     pt["curve"].append(dict(step=r.get("step"), **n))
                 elif r.get("split") == "train" and num(r.get("loss")) is not None:
                     train.append((r.get("step") or 0, r["loss"]))
+                    if num(r.get("tokens_per_s")) is not None:
+                        pt["tokens_per_s"].append(r["tokens_per_s"])
                 elif r.get("split") == "val" and num(r.get("loss")) is not None:
                     val[r.get("step")] = r["loss"]
             add_losses(pt["curve"], train, val)
@@ -585,6 +588,40 @@ def keep_earlier_points(rep, old_text, runs_dir):
             rep["points"][i] = dict(o, kept_from_earlier_report=True)
             n += 1
     return n
+
+
+def run_cpu(run_dir):
+    """The processor a run trained on (run.json provenance.cpu; None where it predates the field)."""
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            return json.load(f).get("provenance", {}).get("cpu")
+    except (OSError, ValueError):
+        return None
+
+
+def processors(sweeps):
+    """One sentence on which processors trained a tier's finished runs (each distinct run once, keyed
+    like share_points.py) and their median training throughput, or "" when none has a run directory."""
+    runs = {}
+    for pts in sweeps.values():
+        for p in pts or []:
+            if p["state"] == "done" and "cpu" in p:
+                runs[share_points.hash_of(p["id"])] = p
+    if not runs:
+        return ""
+    by = {}
+    for p in runs.values():
+        by.setdefault(p["cpu"] or "", []).append(p)
+    parts = []
+    for cpu, ps in sorted(by.items(), key=lambda kv: (kv[0] == "", kv[0])):
+        rates = sorted(r for p in ps for r in p["tokens_per_s"])
+        rate = " (median %.1f k tokens/s over their logging intervals)" % (rates[len(rates) // 2] / 1e3) if rates else ""
+        parts.append("%s: %d%s" % (cpu or "not recorded (started before run.json named the CPU)", len(ps), rate))
+    mix = (" A variant and the baseline seed it pairs with may come from different processors: they share "
+           "initial weights and data order but not bit-identical arithmetic, a far smaller difference than "
+           "any variant's own.") if len(by) > 1 else ""
+    return ("Processors of the %d finished runs (run.json provenance.cpu; throughput with one or two runs "
+            "at a time): %s.%s\n" % (len(runs), "; ".join(parts), mix))
 
 
 def cpu_mix(name, runs_dir, ids):
@@ -981,7 +1018,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
     if cost and cost[1] < cost[0]:
         out.append("%s: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
                    "once: `share_points.py` copies it), %d of them finished (scale-scan points included); each "
-                   "takes ~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads, below), "
+                   "takes ~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads on the AMD EPYC, "
+                   "below; the processors line gives each host's measured rate), "
                    "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
@@ -990,6 +1028,10 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "P9's loss windows, P14's other variants) come last, because the scan found no sink at this scale "
                    "and a sink test against a baseline without one reads inconclusive.\n" % (
                        "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
+    if tier == "natural" and not none_run:
+        line = processors(data.sweeps)
+        if line:
+            out.append(line)
     if none_run:
         out.append("| id | change | verdict |\n|---|---|---|")
         out.extend("| %s | %s | **not run yet** |" % (p["id"], p["change"]) for p in data.preds)

@@ -124,6 +124,36 @@ class FinishedOnly(unittest.TestCase):
         self.assertIn("| 2/3 |", mr.row_for(data, mr.V("norm-placement", placement="sandwich")))
 
 
+class Processors(unittest.TestCase):
+    """The natural tier names the processors its finished runs trained on, each distinct run once."""
+
+    def test_distinct_finished_runs_by_processor(self):
+        amd, xeon = "AMD EPYC (avx2)", "Intel Xeon (avx512_bf16)"
+        sweeps = {
+            "norm-placement": [
+                {"id": "placement=pre_seed=0_aaaa", "state": "done", "cpu": amd, "tokens_per_s": [1000.0, 2000.0, 3000.0]},
+                {"id": "placement=sandwich_seed=0_bbbb", "state": "done", "cpu": xeon, "tokens_per_s": [2500.0]},
+                {"id": "placement=post_seed=0_cccc", "state": "running", "cpu": xeon, "tokens_per_s": [9000.0]},
+                {"id": "placement=post_seed=1_dddd", "state": "done"},  # numbers from the CSVs: no run directory
+            ],
+            # the shared baseline copied into a second sweep: the same run
+            "weight-decay": [{"id": "weight_decay=0.0_seed=0_aaaa", "state": "done", "cpu": amd,
+                              "tokens_per_s": [1000.0, 2000.0, 3000.0]},
+                             {"id": "weight_decay=0.1_seed=0_eeee", "state": "done", "cpu": None, "tokens_per_s": []}],
+            "gates": None,
+        }
+        line = mr.processors(sweeps)
+        self.assertIn("of the 3 finished runs", line)
+        self.assertIn(amd + ": 1 (median 2.0 k tokens/s", line)
+        self.assertIn(xeon + ": 1 (median 2.5 k tokens/s", line)
+        self.assertIn("not recorded (started before run.json named the CPU): 1.", line)
+        self.assertIn("different processors", line)
+        self.assertEqual(mr.processors({"gates": None}), "")
+        one = mr.processors({"norm-placement": sweeps["norm-placement"][:1]})
+        self.assertIn(amd + ": 1", one)
+        self.assertNotIn("different processors", one)
+
+
 @unittest.skipUnless(os.environ.get("ABLATE_BIN"), "ABLATE_BIN not set")
 class CpuQueue(unittest.TestCase):
     def test_every_distinct_natural_point_is_queued_once_baseline_first(self):
