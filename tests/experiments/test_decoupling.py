@@ -154,6 +154,28 @@ class Processors(unittest.TestCase):
         self.assertNotIn("different processors", one)
 
 
+class QueueClock(unittest.TestCase):
+    def test_clock_times_roll_over_to_tomorrow(self):
+        import datetime
+        import cpu_queue
+        now = datetime.datetime(2026, 12, 2, 9, 30, 15)
+        self.assertEqual(cpu_queue.clock_time("10:05", now), datetime.datetime(2026, 12, 2, 10, 5))
+        self.assertEqual(cpu_queue.clock_time("9:30", now), datetime.datetime(2026, 12, 3, 9, 30))
+        self.assertEqual(cpu_queue.clock_time("00:00", now), datetime.datetime(2026, 12, 3, 0, 0))
+        for bad in ("24:00", "9:60", "930", "9:5", ""):
+            self.assertIsNone(cpu_queue.clock_time(bad, now), bad)
+
+    def test_a_bad_clock_flag_exits_2(self):
+        import subprocess
+        script = os.path.join(DECOUPLING, "natural", "cpu_queue.py")
+        for args in (["--last-start", "25:00"], ["--until", "7pm"]):
+            r = subprocess.run([sys.executable, script, "--ablate", sys.executable] + args,
+                               capture_output=True, text=True)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(args[0] + " " + args[1], r.stderr)
+            self.assertNotIn("Traceback", r.stderr)
+
+
 @unittest.skipUnless(os.environ.get("ABLATE_BIN"), "ABLATE_BIN not set")
 class CpuQueue(unittest.TestCase):
     def test_every_distinct_natural_point_is_queued_once_baseline_first(self):
