@@ -629,11 +629,7 @@ def cpu_mix(name, runs_dir, ids):
     their floating-point paths differ, so pairing by seed no longer means bit-identical baselines."""
     cpus = {}
     for rid in ids:
-        try:
-            with open(os.path.join(runs_dir, rid, "run.json")) as f:
-                cpu = json.load(f).get("provenance", {}).get("cpu")
-        except (OSError, ValueError):
-            continue
+        cpu = run_cpu(os.path.join(runs_dir, rid))
         if cpu:
             cpus.setdefault(cpu, []).append(rid)
     if len(cpus) > 1:
