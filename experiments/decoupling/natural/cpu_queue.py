@@ -8,7 +8,9 @@ each place) and trains the points that are not finished, one `ablate sweep run S
 point, LANES points at a time with THREADS threads each (two lanes of one thread train ~15 % more
 tokens per second in all than one lane of two threads on a 2-core host: 1.2-1.3 k tokens/s each
 against 2.0-2.3 k on the AVX2 AMD EPYC hosts, 2.5-2.6 k each against 4.5 k on the AVX-512 Xeon;
-2.1-2.3 k each on an AVX-512 AMD EPYC, 62 min per point; the runs' `tokens_per_s`).
+on an AVX-512 AMD EPYC two lanes ran 1.7-2.3 k each, median 2.2 k, ~62 min per point of 8.2 M
+tokens, one lane not measured there; the runs' `tokens_per_s`, kept in
+../results/<sweep>/records/<point>/metrics.jsonl.gz).
 
 - A point whose resolved configuration another sweep also plans (the shared baseline, sandwich
   norm in both norm sweeps, ...) is trained once: points are keyed by their id's hash suffix, and
