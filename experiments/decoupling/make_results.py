@@ -77,7 +77,17 @@ TIER_PARAMS = {
     "synthetic": dict(heads="2", hds=("8", "16", "32", "64", "128"), base_hd="32", width=(("8", "8"), ("4", "16"), ("1", "64")),
                       windows=("[1, 64]", "[8, 64]", "[16, 64]", "[32, 64]"), sig_b="-4.0"),
     "natural": dict(heads="4", hds=("16", "32", "64", "128"), base_hd="64", width=(("16", "16"), ("2", "128")),
-                    windows=("[]", "[32, 256]", "[64, 256]", "[128, 256]"), sig_b="-5.5"),
+                    windows=("[]", "[32, 256]", "[64, 256]", "[128, 256]"), sig_b="-5.5",
+                    # What the committed records of the tier's DyT seed 0 show (session 16).
+                    p5_note="in this tier DyT (alpha0 0.5) at the base's lr 3e-3 did not learn in seed 0: train "
+                            "loss stayed at ~7.0 from step 50 on (the RMSNorm baseline: 6.66 at step 50, 5.30 at "
+                            "step 250), val loss 7.01 at step 250 and 6.97 at step 2,000, and the in-training "
+                            "probe's figures are frozen from step 500 on (spike 155.2 at every probe): the model "
+                            "stopped changing below its final norm, probably because every tanh saturated as the "
+                            "residual stream grew (median |x| 29 at layer 2's norm input, 140 at the final norm's). "
+                            "Its spike and sink columns describe an untrained model, not DyT; cpu_queue.py trains "
+                            "the other DyT seeds last, until the point is changed to one that trains (a lower lr "
+                            "or alpha0)."),
 }
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
@@ -179,7 +189,8 @@ def predictions(tp):
              tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"),
                      V("norm-type", placement="pre", type="dyt", qk="false")),
                     ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"),
-                     V("norm-type", placement="pre", type="dyt", qk="false"))]),
+                     V("norm-type", placement="pre", type="dyt", qk="false"))],
+             note=tp.get("p5_note")),
         dict(id="P6", change="FFN type",
              paper="SwiGLU 3818/46 %, GeLU 3369/69 %, linear 688/59 %, attention-only 637/74 %",
              expected="sinks in all; spike larger with the gated FFN",
@@ -1019,10 +1030,11 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
-                   "then the variants whose predictions have a spike test (P3, P12, P11, P4, P5, P6, P7, P13, P14's kv "
-                   "bias, P8), each variant's three seeds in a row; the variants with sink tests only (P8b's gates, "
-                   "P9's loss windows, P14's other variants) come last, because the scan found no sink at this scale "
-                   "and a sink test against a baseline without one reads inconclusive.\n" % (
+                   "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6, P7, P13, P14's kv "
+                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT (its seed 0 did "
+                   "not learn: P5's note); the variants with sink tests only (P8b's gates, P9's loss windows, P14's "
+                   "other variants) come last, because the scan found no sink at this scale and a sink test against "
+                   "a baseline without one reads inconclusive.\n" % (
                        "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
