@@ -86,8 +86,9 @@ TIER_PARAMS = {
                             "stopped changing below its final norm, probably because every tanh saturated as the "
                             "residual stream grew (median |x| 29 at layer 2's norm input, 140 at the final norm's). "
                             "Its spike and sink columns describe an untrained model, not DyT; cpu_queue.py trains "
-                            "the other DyT seeds last, until the point is changed to one that trains (a lower lr "
-                            "or alpha0)."),
+                            "the other DyT seeds after the other spike-test variants, until the point is changed to "
+                            "one that trains (a lower lr or alpha0). The figures: the DyT and baseline records' "
+                            "metrics.jsonl.gz under results/natural-norm-type/records/."),
 }
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.

@@ -71,8 +71,9 @@ ORDER = [
     ("natural-gates", "kind=conditional_granularity=headwise_", "P8"),
     ("natural-sink-free", "variant=k_bias_", "P14 (sink tests only)"),
     ("natural-norm-type", "placement=pre_type=rmsnorm_qk_norm=true_", "P4's control (QK-norm alone)"),
-    # After the other listed points: seed 0 of DyT did not learn at the base's lr 3e-3 (RESULTS.md, P5's note); its other
-    # seeds would repeat that until the point's lr or alpha0 changes.
+    # After the other listed points: seed 0 of DyT did not learn at the base's lr 3e-3
+    # (RESULTS.md, P5's note); its other seeds would repeat that until the point's lr or alpha0
+    # changes.
     ("natural-norm-type", "placement=pre_type=dyt_", "P5: spike down (seed 0 did not learn)"),
 ]
 # Then every other point of these sweeps, in their files' order (sink tests only, or controls).
