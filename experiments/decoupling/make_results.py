@@ -79,15 +79,14 @@ TIER_PARAMS = {
     "natural": dict(heads="4", hds=("16", "32", "64", "128"), base_hd="64", width=(("16", "16"), ("2", "128")),
                     windows=("[]", "[32, 256]", "[64, 256]", "[128, 256]"), sig_b="-5.5",
                     # What the committed records of the tier's DyT seed 0 show (session 16).
-                    p5_note="in this tier DyT (alpha0 0.5) at the base's lr 3e-3 did not learn in seed 0: train "
-                            "loss stayed at ~7.0 from step 50 on (the RMSNorm baseline: 6.66 at step 50, 5.30 at "
-                            "step 250), val loss 7.01 at step 250 and 6.97 at step 2,000, and the in-training "
-                            "probe's figures are frozen from step 500 on (spike 155.2 at every probe): the model "
-                            "stopped changing below its final norm, probably because every tanh saturated as the "
-                            "residual stream grew (median |x| 29 at layer 2's norm input, 140 at the final norm's). "
-                            "Its spike and sink columns describe an untrained model, not DyT; cpu_queue.py trains "
-                            "the other DyT seeds after the other spike-test variants, until the point is changed to "
-                            "one that trains (a lower lr or alpha0). The figures: the DyT and baseline records' "
+                    p5_note="in this tier DyT (alpha0 0.5) at the base's lr 3e-3 did not learn in seed 0 (above): "
+                            "train loss stayed at ~7.0 from step 50 on (the RMSNorm baseline: 6.66 at step 50, "
+                            "5.30 at step 250), and the in-training probe's figures are frozen from step 500 on "
+                            "(spike 155.2 at every probe): the model stopped changing below its final norm, "
+                            "probably because every tanh saturated as the residual stream grew (median |x| 29 at "
+                            "layer 2's norm input, 140 at the final norm's). cpu_queue.py trains the other DyT "
+                            "seeds after the other spike-test variants, until the point is changed to one that "
+                            "trains (a lower lr or alpha0). The figures: the DyT and baseline records' "
                             "metrics.jsonl.gz under results/natural-norm-type/records/."),
 }
 
@@ -145,6 +144,11 @@ SINK_PRESENT = 0.2      # largest per-layer Sink^0.3 (issue 10 §1(b))
 SPIKE_BLOCK_SHARE = 0.5  # a block carries the spike when its top-1 is at least this share of the magnitude
 SINK_STAYS = 0.5        # "stays" = not reduced below this fraction of the baseline
 LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's val loss
+# A finished seed "did not learn" when its last val loss is less than this fraction below its first
+# (the natural tier's baselines fall 19-20 % from step 250 to step 2,000; its DyT seed 0, whose
+# train loss stopped falling at step 50, 0.6 %). Such a seed's figures describe a failed run, not the variant:
+# the tables and tests leave it out and say so. Seeds with fewer than two val evaluations are kept.
+LEARN_MIN_DROP = 0.05
 
 # A test: (label, kind, metric, ref variant, var variant[, var metric]).
 # kind: "down" / "up" (direction), "stays" (sink not halved), "present" (var only, threshold),
@@ -436,6 +440,16 @@ def add_losses(curve, train, val):
         prev = s
 
 
+def stalled(val_evals):
+    """(first, last) val evaluation [(step, loss), ...] of a seed that did not learn (its last val loss
+    less than LEARN_MIN_DROP below its first), else None."""
+    evs = sorted(val_evals or [])
+    if len(evs) < 2:
+        return None
+    first, last = evs[0], evs[-1]
+    return (first, last) if first[1] - last[1] < LEARN_MIN_DROP * first[1] else None
+
+
 def block_ratio(p, pre=""):
     """A point's spike ratio from its last in-training probe (pre "") or its final probe (pre "fp_"):
     the largest per-block ratio, else (records that did not keep per-block ratios) the ratio at the
@@ -494,6 +508,7 @@ def load_sweep(name, results_dir, runs_dir):
                 elif r.get("split") == "val" and num(r.get("loss")) is not None:
                     val[r.get("step")] = r["loss"]
             add_losses(pt["curve"], train, val)
+            pt["val_evals"] = sorted((t, x) for t, x in val.items() if t is not None)
             if last:
                 for m in EXTRA_COLS:
                     if m not in FULL_PROBE_COLS:
@@ -512,6 +527,8 @@ def load_sweep(name, results_dir, runs_dir):
                 for m in CURVE_COLS[5:]:
                     c[m] = float(r[m]) if r.get(m) not in (None, "") else None
                 pt["curve"].append(c)
+            pt["val_evals"] = [(c["step"], c["val_loss"]) for c in pt["curve"] if c.get("val_loss") is not None]
+        pt["stalled"] = stalled(pt.get("val_evals"))
         pt["block_ratio"] = block_ratio(pt)  # P1's spike test reads it by name
         points.append(pt)
     return points
@@ -914,8 +931,9 @@ POINT_NUMBERS = ["val_loss", "spike_magnitude", "sink_mass", "sink_eps", "sink_e
 def finished_numbers(p):
     """The point as the tests see it: a point that has not reached its last step (running, or stopped
     at a session's end) keeps its state and curve but none of its numbers, which come from an earlier
-    probe than its finished seeds' and would pair unlike with like."""
-    if p["state"] == "done":
+    probe than its finished seeds' and would pair unlike with like; nor does a finished seed that did
+    not learn (`stalled`), whose numbers describe a failed run rather than its variant."""
+    if p["state"] == "done" and not p.get("stalled"):
         return p
     return dict(p, **{m: None for m in POINT_NUMBERS})
 
@@ -953,13 +971,51 @@ class Data:
         return "pre-norm baseline"
 
 
+def test_selections(t):
+    """The selections (baseline, variant) whose points a test reads."""
+    out = []
+    for sel in t[3:5]:
+        if isinstance(sel, list):  # a trend's [(x, sel)]
+            out.extend(s for _, s in sel)
+        elif sel is not None:
+            out.append(sel)
+    return out
+
+
+def stalled_seeds(data, sels):
+    """[(name, (first, last) val evaluation)] of the finished seeds that did not learn among the points
+    of the selections, each once."""
+    out, seen = [], set()
+    for sel in sels:
+        for p in data.select(sel) or []:
+            key = (p["sweep"], p["id"])
+            if p.get("stalled") and key not in seen:
+                seen.add(key)
+                name = data.baseline_label() if sel == "baseline" else label(*sel)
+                out.append(("%s seed %s" % (name, p["seed"]), p["stalled"]))
+    return out
+
+
+def leave_out_stalled(result, failed):
+    """A test's (label, verdict, evidence) once the seeds that did not learn are left out: the evidence
+    names them, and a test that has no other seed reads inconclusive, not "not run yet"."""
+    lab, v, ev = result
+    if not failed:
+        return result
+    names = ", ".join(n for n, _ in failed)
+    if v == "not run yet" and ev.startswith("no finished seed"):
+        return lab, "inconclusive", "no finished seed that learned: %s did not learn" % names
+    return lab, v, ev + "; left out: %s (did not learn)" % names
+
+
 def row_for(data, sel, extra_probe_loss=False):
     pts = data.select(sel)
     name = data.baseline_label() if sel == "baseline" else label(*sel)
     if not pts:
         return "| " + name + " | not run yet |" + " |" * (len(METRICS) + (1 if extra_probe_loss else 0))
     have = [p for p in pts if p.get("val_loss") is not None or p.get("spike_magnitude") is not None]
-    cells = [name, "%d/%d" % (len(have), len(pts))]
+    failed = [p for p in pts if p.get("stalled")]
+    cells = [name, "%d/%d" % (len(have), len(pts)) + (" (%d did not learn)" % len(failed) if failed else "")]
     for m, _, f in METRICS:
         cells.append(pm(mean_sd([p.get(m) for p in pts]), f))
     if extra_probe_loss:
@@ -1061,6 +1117,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                 results.append((lab,) + run_trend(kind, metric, [(x, data.select(sel)) for x, sel in var]))
                 continue
             results.append((lab,) + run_test(kind, metric, data.select(ref), data.select(var), vmetric))
+        results = [leave_out_stalled(r, stalled_seeds(data, test_selections(t))) for r, t in zip(results, tests)]
+        failed = stalled_seeds(data, list(pred["rows"]) + [s for t in tests for s in test_selections(t)])
         verdict = combine([r[1] for r in results])
         summary.append("| %s | %s | %s | %s | **%s** |" % (pred["id"], pred["change"], pred["paper"], pred["expected"], verdict))
         d = ["### %s — %s\n" % (pred["id"], pred["change"]),
@@ -1086,6 +1144,12 @@ def render_tier(tier, desc, axes, data, out, cost=None):
         d.append("Tests:\n")
         for lab, v, ev in results:
             d.append("- %s: **%s** — %s" % (lab, v, ev))
+        if failed:
+            d.append("\nDid not learn (val loss less than %d %% below its first evaluation; the table and tests "
+                     "leave these seeds out): %s." % (round(LEARN_MIN_DROP * 100), "; ".join(
+                         "%s, val loss %.3f at step %s and %.3f at step %s" % (n, f[1], "{:,}".format(f[0]), l[1],
+                                                                             "{:,}".format(l[0]))
+                         for n, (f, l) in failed)))
         if pred.get("note"):
             d.append("\nNote: " + pred["note"])
         d.append("")
@@ -1516,7 +1580,12 @@ def main():
               "- only finished points count (a point's `done`): the numbers of one that is running or was "
               "stopped before its last step come from an earlier probe than its sweep's finished seeds, so the "
               "tables' `seeds` column counts finished seeds and the tests leave the others out (the scale scan's "
-              "tables and the sweep reports show them, with their state).", ""]
+              "tables and the sweep reports show them, with their state).",
+              "- nor do finished seeds that did not learn: a seed whose last val loss is less than %g %% below "
+              "its first evaluation describes a failed run, not its variant; the `seeds` column and the tests' "
+              "evidence name it, a test left with no seed reads inconclusive, and the prediction lists each such "
+              "seed with its first and last val loss (the points.csv and curves.csv files keep its figures)."
+              % (LEARN_MIN_DROP * 100), ""]
 
     finished = {share_points.hash_of(p["id"]) for name, _ in SCANS for p in (scan_pts[name] or [])
                 if p["state"] == "done" and p.get("id")}

@@ -124,6 +124,57 @@ class FinishedOnly(unittest.TestCase):
         self.assertIn("| 2/3 |", mr.row_for(data, mr.V("norm-placement", placement="sandwich")))
 
 
+class DidNotLearn(unittest.TestCase):
+    """A finished seed whose val loss hardly fell (the natural tier's DyT seed 0) is left out of the
+    tables and tests, and the report says which seed and why."""
+
+    def test_the_rule(self):
+        self.assertEqual(mr.stalled([(2000, 6.969), (250, 7.014)]), ((250, 7.014), (2000, 6.969)))
+        self.assertIsNone(mr.stalled([(250, 5.30), (2000, 4.24)]))  # the baseline: 20 % down
+        self.assertIsNone(mr.stalled([(2000, 6.9)]))  # one evaluation says nothing
+        self.assertIsNone(mr.stalled(None))
+
+    def sweep(self, stalled_seeds):
+        tp = mr.TIER_PARAMS["natural"]
+        base = mr.base_for(tp)["norm-placement"]
+        sand = {"model.norm.placement": "sandwich"}
+        out = []
+        for s, (b, v) in enumerate([(600.0, 80.0), (500.0, 70.0), (550.0, 900.0)]):
+            for vars_, val in ((base, b), (sand, v)):
+                evals = [(250, 7.0), (2000, 6.95 if vars_ is sand and s in stalled_seeds else 4.2)]
+                out.append({"sweep": "natural-norm-placement", "id": "%s%d" % (vars_["model.norm.placement"], s),
+                            "vars": vars_, "seed": str(s), "state": "done", "spike_magnitude": val,
+                            "val_loss": evals[-1][1], "sink_eps_max": 0.0, "curve": [],
+                            "stalled": mr.stalled(evals)})
+        return mr.Data({"norm-placement": out}, tp)
+
+    def test_a_seed_that_did_not_learn_is_left_out(self):
+        data = self.sweep({2})
+        sel = mr.V("norm-placement", placement="sandwich")
+        var = data.select(sel)
+        self.assertEqual([p["spike_magnitude"] for p in var], [80.0, 70.0, None])
+        base = ("norm-placement", mr.base_for(mr.TIER_PARAMS["natural"])["norm-placement"])
+        test = ("spike", "down", "spike_magnitude", base, sel)
+        v, ev = mr.run_test("down", "spike_magnitude", data.select(test[3]), var)
+        self.assertEqual(v, "reproduced in direction")  # seed 2's 900 would have made it inconclusive
+        failed = mr.stalled_seeds(data, mr.test_selections(test))
+        self.assertEqual([n for n, _ in failed], ["norm-placement: sandwich seed 2"])
+        lab, v2, ev2 = mr.leave_out_stalled(("spike", v, ev), failed)
+        self.assertEqual(v2, v)
+        self.assertIn("left out: norm-placement: sandwich seed 2 (did not learn)", ev2)
+        self.assertIn("| 2/3 (1 did not learn) |", mr.row_for(data, sel))
+
+    def test_a_variant_with_no_seed_that_learned_is_inconclusive(self):
+        data = self.sweep({0, 1, 2})
+        sel = mr.V("norm-placement", placement="sandwich")
+        base = ("norm-placement", mr.base_for(mr.TIER_PARAMS["natural"])["norm-placement"])
+        r = mr.run_test("down", "spike_magnitude", data.select(base), data.select(sel))
+        self.assertEqual(r[0], "not run yet")
+        failed = mr.stalled_seeds(data, [base, sel])
+        self.assertEqual(len(failed), 3)
+        self.assertEqual(mr.leave_out_stalled(("spike",) + r, failed)[1], "inconclusive")
+
+
 class Processors(unittest.TestCase):
     """The natural tier names the processors its finished runs trained on, each distinct run once."""
 
