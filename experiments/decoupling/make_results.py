@@ -51,7 +51,7 @@ REL = os.path.relpath(HERE, REPO)  # experiments/decoupling
 # use where the two tiers differ (head_dim at fixed heads and width, the loss windows, the
 # sigmoid bias of about -ln T).
 NATURAL_AXES = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
-                "weight-decay", "sink-free"]
+                "weight-decay", "sink-free", "dyt"]
 TIERS = [
     ("synthetic", "synthetic language (data.source synthetic), 4 layers, d 64, 2 x 32, T 64, "
                   "16 seq/step, lr 1e-2, wd 0, 2,000 steps, 8 seeds", {
@@ -78,16 +78,19 @@ TIER_PARAMS = {
                       windows=("[1, 64]", "[8, 64]", "[16, 64]", "[32, 64]"), sig_b="-4.0"),
     "natural": dict(heads="4", hds=("16", "32", "64", "128"), base_hd="64", width=(("16", "16"), ("2", "128")),
                     windows=("[]", "[32, 256]", "[64, 256]", "[128, 256]"), sig_b="-5.5",
-                    # What the committed records of the tier's DyT seed 0 show (session 16).
-                    p5_note="in this tier DyT (alpha0 0.5) at the base's lr 3e-3 did not learn in seed 0 (above): "
-                            "train loss stayed at ~7.0 from step 50 on (the RMSNorm baseline: 6.66 at step 50, "
-                            "5.30 at step 250), and the in-training probe's figures are frozen from step 500 on "
-                            "(spike 155.2 at every probe): the model stopped changing below its final norm, "
-                            "probably because every tanh saturated as the residual stream grew (median |x| 29 at "
-                            "layer 2's norm input, 140 at the final norm's). cpu_queue.py trains the other DyT "
-                            "seeds after the other spike-test variants, until the point is changed to one that "
-                            "trains (a lower lr or alpha0). The figures: the DyT and baseline records' "
-                            "metrics.jsonl.gz under results/natural-norm-type/records/."),
+                    # P5's DyT point: natural/natural-dyt.yaml's alpha0 0.1 (that file says why).
+                    dyt=("dyt", {"model.norm.type": "dyt", "model.norm.dyt_alpha": "0.1"}),
+                    # What the committed records of the norm-type sweep's DyT seed 0 show (session 16).
+                    p5_note="in this tier DyT at the paper's alpha0 0.5 (the norm-type sweep's row) did not "
+                            "learn in seed 0 (above): train loss stayed at ~7.0 from step 50 on (the RMSNorm "
+                            "baseline: 6.66 at step 50, 5.30 at step 250) and the in-training probe's figures "
+                            "are frozen from step 500 on (spike 155.2 at every probe); the figures: the DyT and "
+                            "baseline records' metrics.jsonl.gz under results/natural-norm-type/records/. Short "
+                            "checks of seed 0 to step 250 (natural/natural-dyt.yaml lists them) stalled alike at "
+                            "alpha0 0.2, 0.5 and 2.0 (val loss 7.01-7.04) and fell below that at 0.02, 0.05 and "
+                            "0.1 (6.89, 6.77, 6.61), so the tests use "
+                            "`natural-dyt.yaml`'s alpha0 0.1 at the base's lr 3e-3, and cpu_queue.py never "
+                            "trains the norm-type sweep's other alpha0 0.5 seeds."),
 }
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
@@ -116,6 +119,7 @@ def base_for(tp):
         "loss-window": {"data.loss_window": tp["windows"][0]},
         "weight-decay": {"train.optimizer.weight_decay": "0.1"},  # the paper's setting; P11 turns it off
         "sink-free": {"model.attention.variant": "softmax"},
+        "dyt": {"model.norm.type": "rmsnorm"},  # the natural tier's DyT sweep (natural/natural-dyt.yaml)
     }
 
 
@@ -126,6 +130,7 @@ def V(axis, **kv):
         "kind": "model.attention.gate.kind", "gran": "model.attention.gate.granularity",
         "window": "data.loss_window", "wd": "train.optimizer.weight_decay",
         "attn": "model.attention.variant", "sb": "model.attention.sigmoid_bias",
+        "alpha": "model.norm.dyt_alpha",
     }
     return (axis, {keys[k]: v for k, v in kv.items()})
 
@@ -164,6 +169,8 @@ def predictions(tp):
     (wh0, wd0), (wh1, wd1) = width[0], width[-1]
     win, sig_b = tp["windows"], tp["sig_b"]
     small_hd, large_hd = hds[0], hds[-1]
+    # P5's DyT point: the norm-type sweep's (alpha0 0.5), unless the tier names another.
+    dyt = tp.get("dyt") or V("norm-type", placement="pre", type="dyt", qk="false")
     return [
         dict(id="P1", change="pre-norm RMSNorm + SwiGLU baseline",
              paper="spike and sink both present (7B: spike 3818, sink 46.0 %, perplexity 10.1)",
@@ -190,11 +197,10 @@ def predictions(tp):
                   "see which change moves which quantity."),
         dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
              expected="spike down, sink about equal or up",
-             rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")],
-             tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"),
-                     V("norm-type", placement="pre", type="dyt", qk="false")),
-                    ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"),
-                     V("norm-type", placement="pre", type="dyt", qk="false"))],
+             rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")]
+             + ([dyt] if dyt != V("norm-type", placement="pre", type="dyt", qk="false") else []),
+             tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"), dyt),
+                    ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"), dyt)],
              note=tp.get("p5_note")),
         dict(id="P6", change="FFN type",
              paper="SwiGLU 3818/46 %, GeLU 3369/69 %, linear 688/59 %, attention-only 637/74 %",
@@ -906,12 +912,14 @@ def label(axis, want):
              "model.ffn.type": "", "model.n_heads": "heads ", "model.head_dim": "head_dim ",
              "model.attention.gate.kind": "gate ", "model.attention.gate.granularity": "",
              "data.loss_window": "window ", "train.optimizer.weight_decay": "wd ",
-             "model.attention.variant": "", "model.attention.sigmoid_bias": "b "}
+             "model.attention.variant": "", "model.attention.sigmoid_bias": "b ", "model.norm.dyt_alpha": "alpha0 "}
     parts = []
     for k, v in want.items():
         if k == "model.attention.sigmoid_bias" and want.get("model.attention.variant") != "sigmoid":
             continue
         if k == "model.attention.gate.granularity" and want.get("model.attention.gate.kind") == "none":
+            continue
+        if k == "model.norm.dyt_alpha" and want.get("model.norm.type") != "dyt":
             continue
         parts.append(short.get(k, k + "=") + str(v))
     return axis + ": " + " ".join(parts)
@@ -1088,8 +1096,9 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
                    "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6, P7, P13, P14's kv "
-                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT (its seed 0 did "
-                   "not learn: P5's note); the variants with sink tests only (P8b's gates, P9's loss windows, P14's "
+                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT (`natural-dyt.yaml`, "
+                   "at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 and 2, at alpha0 0.5, "
+                   "are never trained, though counted above); the variants with sink tests only (P8b's gates, P9's loss windows, P14's "
                    "other variants) come last, because the scan found no sink at this scale and a sink test against "
                    "a baseline without one reads inconclusive.\n" % (
                        "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))

@@ -29,10 +29,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 AXES = ["norm-placement", "norm-type", "ffn-type", "head-dim", "gates", "loss-window",
         "weight-decay", "sink-free"]
+# Axes of the natural tier only: DyT at an alpha0 that trains at that scale (natural/natural-dyt.yaml).
+NATURAL_ONLY = ["dyt"]
 # The synthetic tier's sweeps, then the natural tier's (natural/natural-<axis>.yaml, sharing the
 # natural baseline among themselves and with the scale scan's centre, natural/scan.yaml point 0;
 # configs of different tiers never hash alike).
-SWEEPS = AXES + ["natural/natural-" + a for a in AXES] + ["natural/scan"]
+SWEEPS = AXES + ["natural/natural-" + a for a in AXES + NATURAL_ONLY] + ["natural/scan"]
 
 
 def planned(ablate, sweep):
