@@ -88,9 +88,9 @@ TIER_PARAMS = {
                             "baseline records' metrics.jsonl.gz under results/natural-norm-type/records/. Short "
                             "checks of seed 0 to step 250 (natural/natural-dyt.yaml lists them) stalled alike at "
                             "alpha0 0.2, 0.5 and 2.0 (val loss 7.01-7.04) and fell below that at 0.02, 0.05 and "
-                            "0.1 (6.89, 6.77, 6.61), so the tests use "
-                            "`natural-dyt.yaml`'s alpha0 0.1 at the base's lr 3e-3, and cpu_queue.py never "
-                            "trains the norm-type sweep's other alpha0 0.5 seeds."),
+                            "0.1 (6.89, 6.77, 6.61), so the tests use `natural-dyt.yaml`'s alpha0 0.1 at the "
+                            "base's lr 3e-3, and cpu_queue.py never trains the norm-type sweep's other alpha0 "
+                            "0.5 seeds."),
 }
 
 # The natural tier's scale scan (issue 10 §1(b)): one sweep, one seed, one knob at a time.
@@ -130,7 +130,6 @@ def V(axis, **kv):
         "kind": "model.attention.gate.kind", "gran": "model.attention.gate.granularity",
         "window": "data.loss_window", "wd": "train.optimizer.weight_decay",
         "attn": "model.attention.variant", "sb": "model.attention.sigmoid_bias",
-        "alpha": "model.norm.dyt_alpha",
     }
     return (axis, {keys[k]: v for k, v in kv.items()})
 
@@ -151,8 +150,9 @@ SINK_STAYS = 0.5        # "stays" = not reduced below this fraction of the basel
 LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's val loss
 # A finished seed "did not learn" when its last val loss is less than this fraction below its first
 # (the natural tier's baselines fall 19-20 % from step 250 to step 2,000; its DyT seed 0, whose
-# train loss stopped falling at step 50, 0.6 %). Such a seed's figures describe a failed run, not the variant:
-# the tables and tests leave it out and say so. Seeds with fewer than two val evaluations are kept.
+# train loss stopped falling at step 50, 0.6 %). Such a seed's figures describe a failed run, not
+# the variant: the tables and tests leave it out and say so. Seeds with fewer than two val
+# evaluations are kept.
 LEARN_MIN_DROP = 0.05
 
 # A test: (label, kind, metric, ref variant, var variant[, var metric]).
@@ -170,7 +170,8 @@ def predictions(tp):
     win, sig_b = tp["windows"], tp["sig_b"]
     small_hd, large_hd = hds[0], hds[-1]
     # P5's DyT point: the norm-type sweep's (alpha0 0.5), unless the tier names another.
-    dyt = tp.get("dyt") or V("norm-type", placement="pre", type="dyt", qk="false")
+    dyt_norm_type = V("norm-type", placement="pre", type="dyt", qk="false")
+    dyt = tp.get("dyt") or dyt_norm_type
     return [
         dict(id="P1", change="pre-norm RMSNorm + SwiGLU baseline",
              paper="spike and sink both present (7B: spike 3818, sink 46.0 %, perplexity 10.1)",
@@ -197,8 +198,7 @@ def predictions(tp):
                   "see which change moves which quantity."),
         dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
              expected="spike down, sink about equal or up",
-             rows=[B("norm-type"), V("norm-type", placement="pre", type="dyt", qk="false")]
-             + ([dyt] if dyt != V("norm-type", placement="pre", type="dyt", qk="false") else []),
+             rows=[B("norm-type"), dyt_norm_type] + ([dyt] if dyt != dyt_norm_type else []),
              tests=[("spike: DyT vs RMSNorm", "down", "spike_magnitude", B("norm-type"), dyt),
                     ("sink: DyT vs RMSNorm", "stays", "sink_eps_max", B("norm-type"), dyt)],
              note=tp.get("p5_note")),
@@ -514,7 +514,7 @@ def load_sweep(name, results_dir, runs_dir):
                 elif r.get("split") == "val" and num(r.get("loss")) is not None:
                     val[r.get("step")] = r["loss"]
             add_losses(pt["curve"], train, val)
-            pt["val_evals"] = sorted((t, x) for t, x in val.items() if t is not None)
+            pt["val_evals"] = [(t, x) for t, x in val.items() if t is not None]
             if last:
                 for m in EXTRA_COLS:
                     if m not in FULL_PROBE_COLS:
@@ -1096,11 +1096,12 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
                    "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6, P7, P13, P14's kv "
-                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT (`natural-dyt.yaml`, "
-                   "at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 and 2, at alpha0 0.5, "
-                   "are never trained, though counted above); the variants with sink tests only (P8b's gates, P9's loss windows, P14's "
-                   "other variants) come last, because the scan found no sink at this scale and a sink test against "
-                   "a baseline without one reads inconclusive.\n" % (
+                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT "
+                   "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 "
+                   "and 2, at alpha0 0.5, are never trained, though counted above); the variants with sink tests "
+                   "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
+                   "found no sink at this scale and a sink test against a baseline without one reads "
+                   "inconclusive.\n" % (
                        "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
