@@ -250,6 +250,22 @@ class CpuQueue(unittest.TestCase):
         first_gate_control = min(i for i, q in enumerate(queue) if q[2].startswith("kind=static"))
         self.assertLess(last_spike, first_gate_control)
 
+    def test_first_moves_the_named_points_ahead_and_keeps_the_rest_in_order(self):
+        import cpu_queue
+        queue = cpu_queue.build_queue(os.environ["ABLATE_BIN"])
+        moved = cpu_queue.put_first(queue, ["natural-dyt:type=dyt", "natural-ffn-type:type=gelu_seed=2"])
+        self.assertEqual(sorted(moved), sorted(queue))
+        self.assertEqual([(q[0], q[2].split("_seed=")[1][0]) for q in moved[:4]],
+                         [("natural-dyt", "0"), ("natural-dyt", "1"), ("natural-dyt", "2"), ("natural-ffn-type", "2")])
+        self.assertTrue(moved[3][2].startswith("type=gelu_seed=2_"))
+        self.assertEqual(moved[4:], [q for q in queue if q not in moved[:4]])
+        self.assertEqual(cpu_queue.put_first(queue, []), queue)
+        for bad, why in (("natural-x", "no sweep 'natural-x'"), ("natural-dyt:zz", "starting with 'zz'")):
+            with self.assertRaises(ValueError) as e:
+                cpu_queue.put_first(queue, [bad])
+            self.assertIn("--first " + bad + ": ", str(e.exception))
+            self.assertIn(why, str(e.exception))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -22,10 +22,13 @@ tokens, one lane not measured there; the runs' `tokens_per_s`, kept in
   after the stop time. `--last-start HH:MM` only keeps new points from starting (a point takes
   50-110 min, depending on the host: one started too close to a session's end stops unfinished,
   and its checkpoint lasts only as long as the host's run directories).
+- `--first SWEEP[:PREFIX]` (repeatable) trains the points of SWEEP whose run id starts with PREFIX
+  before the rest, without changing ORDER: to finish one prediction's seeds sooner.
 
     python3 experiments/decoupling/natural/cpu_queue.py --dry-run      # the queue and its state
     python3 experiments/decoupling/natural/cpu_queue.py [--lanes 2] [--threads 1] [--until 08:05]
                                                         [--last-start 07:10]
+                                                        [--first natural-dyt:type=dyt]
 
 The log (one line per start and end) is runs/cpu_queue.log beside the run directories; each
 point's own output is in its run directory (stdout.log, train.log).
@@ -140,6 +143,25 @@ def build_queue(ablate):
     return queue
 
 
+def put_first(queue, specs):
+    """The queue with the points that --first names (SWEEP or SWEEP:PREFIX of the run id) ahead of the
+    rest, in the order of the specs; every other point keeps its place. ValueError names a spec that
+    matches no queued point."""
+    matches = []
+    for spec in specs:
+        sweep, _, prefix = spec.partition(":")
+        if sweep not in SWEEPS:
+            raise ValueError(f"--first {spec}: no sweep {sweep!r} (one of: {', '.join(SWEEPS)})")
+        if not any(q[0] == sweep and q[2].startswith(prefix) for q in queue):
+            raise ValueError(f"--first {spec}: no queued point of {sweep} has a run id starting with {prefix!r}")
+        matches.append((sweep, prefix))
+
+    def rank(q):
+        return next((k for k, (sweep, prefix) in enumerate(matches)
+                     if q[0] == sweep and q[2].startswith(prefix)), len(matches))
+    return sorted(queue, key=rank)
+
+
 def finished_hashes(ablate):
     """Hash suffixes of every finished natural point (any sweep, the scans included)."""
     done = set()
@@ -173,6 +195,9 @@ def main():
     ap.add_argument("--max-points", type=int, default=0, help="start at most this many points (0: all)")
     ap.add_argument("--rate", type=float, default=1250.0,
                     help="tokens/s of one lane, for --dry-run's estimate (default 1250: one thread beside another)")
+    ap.add_argument("--first", action="append", default=[], metavar="SWEEP[:PREFIX]",
+                    help="train these points before the rest of the queue (their run ids start with PREFIX; "
+                         "repeatable, in the order given): to finish one prediction's seeds sooner")
     ap.add_argument("--dry-run", action="store_true", help="print the queue and its state; train nothing")
     a = ap.parse_args()
     if not os.path.exists(a.ablate):
@@ -195,6 +220,10 @@ def main():
     subprocess.run([sys.executable, os.path.join(DECOUPLING, "share_points.py"), "--ablate", a.ablate],
                    cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     queue = build_queue(a.ablate)
+    try:
+        queue = put_first(queue, a.first)
+    except ValueError as e:
+        ap.error(str(e))
     done = finished_hashes(a.ablate)
     status = {s: sweep_status(a.ablate, s) for s in SWEEPS}
     todo = [q for q in queue if share_points.hash_of(q[2]) not in done]
