@@ -147,19 +147,17 @@ def put_first(queue, specs):
     """The queue with the points that --first names (SWEEP or SWEEP:PREFIX of the run id) ahead of the
     rest, in the order of the specs; every other point keeps its place. ValueError names a spec that
     matches no queued point."""
-    matches = []
-    for spec in specs:
-        sweep, _, prefix = spec.partition(":")
+    matches = [spec.partition(":")[::2] for spec in specs]  # (sweep, prefix)
+
+    def names(match, q):
+        return q[0] == match[0] and q[2].startswith(match[1])
+
+    for spec, (sweep, prefix) in zip(specs, matches):
         if sweep not in SWEEPS:
             raise ValueError(f"--first {spec}: no sweep {sweep!r} (one of: {', '.join(SWEEPS)})")
-        if not any(q[0] == sweep and q[2].startswith(prefix) for q in queue):
+        if not any(names((sweep, prefix), q) for q in queue):
             raise ValueError(f"--first {spec}: no queued point of {sweep} has a run id starting with {prefix!r}")
-        matches.append((sweep, prefix))
-
-    def rank(q):
-        return next((k for k, (sweep, prefix) in enumerate(matches)
-                     if q[0] == sweep and q[2].startswith(prefix)), len(matches))
-    return sorted(queue, key=rank)
+    return sorted(queue, key=lambda q: next((k for k, m in enumerate(matches) if names(m, q)), len(matches)))
 
 
 def finished_hashes(ablate):
