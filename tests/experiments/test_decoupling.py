@@ -216,6 +216,14 @@ class QueueClock(unittest.TestCase):
         for bad in ("24:00", "9:60", "930", "9:5", ""):
             self.assertIsNone(cpu_queue.clock_time(bad, now), bad)
 
+    def test_a_stopped_point_is_told_from_a_pending_one(self):
+        import cpu_queue
+        self.assertEqual(cpu_queue.state_label("pending", 0, False), "pending")
+        self.assertEqual(cpu_queue.state_label("pending", 1801, False), "stopped 1801")
+        self.assertEqual(cpu_queue.state_label("running", 640, False), "running 640")
+        self.assertEqual(cpu_queue.state_label("failed", 12, False), "failed 12")
+        self.assertEqual(cpu_queue.state_label("pending", 2000, True), "done")
+
     def test_a_bad_clock_flag_exits_2(self):
         import subprocess
         script = os.path.join(DECOUPLING, "natural", "cpu_queue.py")

@@ -110,6 +110,16 @@ def sweep_status(ablate, sweep):
     return st
 
 
+def state_label(state, step, finished):
+    """--dry-run's state column: a point `sweep status` calls pending but that has a checkpoint
+    was stopped unfinished, and the next call resumes it from that step."""
+    if finished:
+        return "done"
+    if state == "pending":
+        return "stopped %d" % step if step > 0 else "pending"
+    return "%s %d" % (state, step)
+
+
 def target_steps(ablate, sweep):
     out = subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")], cwd=ROOT,
                          capture_output=True, text=True, check=True).stdout
@@ -230,11 +240,10 @@ def main():
         for sweep, i, pid, d, target, why in queue:
             state, step = status[sweep].get(pid, ("pending", 0))
             if share_points.hash_of(pid) in done:
-                state, step = "done", target
-            elif state != "pending":
-                state = "%s %d" % (state, step)
+                step = target
+            state = state_label(state, step, share_points.hash_of(pid) in done)
             left += target - step
-            print("%-9s %-24s %3d  %-58s %s" % (state, sweep, i, pid, why))
+            print("%-12s %-24s %3d  %-58s %s" % (state, sweep, i, pid, why))
         hours = left * TOKENS_PER_STEP / (a.rate * a.lanes) / 3600
         print("%d distinct points, %d finished, %d to train: %.1f M tokens, ~%.0f h with %d lane(s) at %g tokens/s each"
               % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, hours, a.lanes, a.rate))
