@@ -19,6 +19,7 @@ struct SweepArgs {
   std::string file, out, csv, json_out, html, script, devices, time = "24:00:00";
   std::vector<std::string> sets;
   int slots = 1, retries = 0, only = -1, gpus = 0, cpus = 8;
+  double progress = 60;
 };
 
 sweep::Plan load(const SweepArgs& a, const std::string& out_dir) {
@@ -76,6 +77,9 @@ void add_sweep_commands(CLI::App& app, Action& action) {
   run->add_option("--retries", args->retries, "retries of a failed point")->check(CLI::Range(0, 100))->capture_default_str();
   run->add_option("--only", args->only, "run only point I (as numbered by `sweep plan`; Slurm array task)")
       ->check(CLI::Range(0, 1 << 30));
+  run->add_option("--progress", args->progress, "seconds between progress lines of the running points (0: none)")
+      ->check(CLI::Range(0.0, 86400.0))
+      ->capture_default_str();
   run->callback([args, &action] {
     action = [args] {
       auto p = load(*args, args->out);
@@ -83,6 +87,7 @@ void add_sweep_commands(CLI::App& app, Action& action) {
       o.slots = args->slots;
       o.retries = args->retries;
       o.only = args->only;
+      o.progress_every = args->progress;
       if (!args->devices.empty()) o.devices = split_list(args->devices);
       log::info(log::str("sweep ", p.sweep.name, ": ", p.points.size(), " points in ", p.runs_dir));
       auto s = sweep::run_plan(p, o);

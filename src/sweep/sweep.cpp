@@ -437,6 +437,14 @@ int try_lock(const std::string& run_dir) {
   return fd;
 }
 
+// "sweep: [0] <id>: step 300/600, 10.2k tokens/s, ~30 s left", from the point's run directory.
+std::string progress_line(const Point& p) {
+  const auto st = point_status(p);
+  std::string line = "sweep: [" + std::to_string(p.index) + "] " + p.id + ": step " + std::to_string(st.step) + "/" +
+                     std::to_string(p.target_step);
+  return st.detail.empty() ? line : line + ", " + st.detail;
+}
+
 // `binary`: the name the child is given (argv[0], the log header); `exec_path`: what is executed.
 pid_t start_child(const std::string& binary, const std::string& exec_path, const Point& p, int lock_fd,
                   const std::vector<std::string>& env_set, int attempt) {
@@ -518,6 +526,7 @@ RunSummary run_plan(const Plan& plan, const RunOptions& o) {
   std::set<size_t> waiting_logged;
   std::vector<Child> running;
   std::vector<bool> slot_busy(static_cast<size_t>(slots), false);
+  auto last_progress = std::chrono::steady_clock::now();
 
   while (!queue.empty() || !running.empty()) {
     // Fill free slots from the queue; points locked by another process are kept for later.
@@ -569,10 +578,19 @@ RunSummary run_plan(const Plan& plan, const RunOptions& o) {
       continue;
     }
     int status = 0;
-    pid_t pid = ::waitpid(-1, &status, 0);
+    pid_t pid = ::waitpid(-1, &status, o.progress_every > 0 ? WNOHANG : 0);
     if (pid < 0) {
       if (errno == EINTR) continue;
       throw std::runtime_error("waitpid failed");
+    }
+    if (pid == 0) {  // every child still training
+      const auto now = std::chrono::steady_clock::now();
+      if (std::chrono::duration<double>(now - last_progress).count() >= o.progress_every) {
+        last_progress = now;
+        for (const auto& c : running) log::info(progress_line(plan.points[c.point]));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
     }
     auto it = std::find_if(running.begin(), running.end(), [pid](const Child& c) { return c.pid == pid; });
     if (it == running.end()) continue;

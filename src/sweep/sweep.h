@@ -85,6 +85,7 @@ struct RunOptions {
   int retries = 0;
   int only = -1;                     // run only this point index
   std::string binary;                // default /proc/self/exe
+  double progress_every = 60;        // seconds between progress lines of the running points; 0: none
 };
 struct RunSummary {
   int done = 0, skipped = 0, failed = 0;

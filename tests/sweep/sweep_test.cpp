@@ -13,6 +13,7 @@
 #include <functional>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <thread>
 
@@ -127,6 +128,22 @@ seeds: [0, 1]
   auto splan = sweep::make_plan(sweep::parse_sweep(shared));
   REQUIRE(splan.points.size() == 2);
   for (const auto& p : splan.points) CHECK(p.yaml.find("by_name: true") != std::string::npos);
+}
+
+TEST_CASE("the README's demo ablation: the demo config, pre-norm against sandwich, shared initial weights") {
+  auto plan = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/configs/demo-ablation.yaml"));
+  REQUIRE(plan.points.size() == 2);
+  CHECK(plan.points[0].label == "placement=pre_seed=0");
+  CHECK(plan.points[1].label == "placement=sandwich_seed=0");
+  for (const auto& p : plan.points) {
+    CHECK(p.target_step == 600);
+    CHECK(p.yaml.find("by_name: true") != std::string::npos);
+    CHECK(p.yaml.find("source: synthetic") != std::string::npos);
+  }
+  // Extra arguments of scripts/demo.sh are --set overrides for every point.
+  auto longer = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/configs/demo-ablation.yaml",
+                                                    {"train.steps=1200"}));
+  CHECK(longer.points[1].target_step == 1200);
 }
 
 TEST_CASE("strict sweep files: one-line errors naming file:line and key") {
@@ -343,6 +360,33 @@ TEST_CASE("status: a running point shows its throughput and the time left") {
   r = ablate::test::run_ablate("sweep status " + path);
   CHECK_THAT(r.out, Catch::Contains("2.5k tokens/s, ~0 s left"));
   ::close(fd);
+}
+
+TEST_CASE("sweep run --progress: a line per running point with its step and pace; --progress 0 none") {
+  Dir d("progress");
+  // 400 steps of the tiny model: long enough (a second or more) for several 0.1 s progress lines.
+  auto path = d.write("s.yaml", "base: base.yaml\nname: pr\nset:\n  train.steps: 400\n  train.checkpoint.every: 400\n"
+                                "  train.eval.every: 400\n  train.probe.every: 400\n");
+  auto r = ablate::test::run_ablate("sweep run " + path + " --progress 0.1");
+  INFO(r.out);
+  REQUIRE(r.status == 0);
+  const std::regex line(R"(sweep: \[0\] point_[0-9a-f]{8}: step [0-9]+/400(, [0-9.]+k? tokens/s, ~[0-9]+ (s|min) left)?)");
+  int lines = 0, paced = 0;
+  std::istringstream in(r.out);
+  for (std::string l; std::getline(in, l);) {
+    std::smatch m;
+    if (std::regex_search(l, m, line)) {
+      ++lines;
+      paced += m[1].matched;
+    }
+  }
+  CHECK(lines >= 2);
+  CHECK(paced >= 1);  // once the trainer has logged a step, the line carries its pace
+  auto quiet = d.write("q.yaml", "base: base.yaml\nname: quiet\nset:\n  train.steps: 400\n");
+  r = ablate::test::run_ablate("sweep run " + quiet + " --progress 0");
+  REQUIRE(r.status == 0);
+  CHECK_THAT(r.out, !Catch::Contains(": step "));
+  CHECK(ablate::test::run_ablate("sweep run " + quiet + " --progress -1").status == 2);
 }
 
 TEST_CASE("slurm: a job array whose task i runs point i") {
