@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# README command 1: set up, build, and run the built-in demo ablation (configs/demo-ablation.yaml:
+# README command 1: set up, build, and run the built-in demo ablation (experiments/demo-ablation.yaml:
 # the demo config, pre-norm, against sandwich norm on the synthetic language) on the CPU, then
 # print its table. Run again: finished points are kept, interrupted ones resume.
 # Arguments: `--set KEY=VALUE` overrides for both points (new run ids), e.g.
@@ -14,7 +14,7 @@ while (($#)); do
       shift 2 ;;
     --set=*) sets+=("$1"); shift ;;
     *) echo "scripts/demo.sh: unknown argument '$1' (it takes --set KEY=VALUE; any other sweep:" \
-            "build/ablate sweep run configs/demo-ablation.yaml --help)" >&2
+            "build/ablate sweep run experiments/demo-ablation.yaml --help)" >&2
        exit 2 ;;
   esac
 done
@@ -22,5 +22,5 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/build.sh" ablate
 cd "$root"
 ablate="${ABLATE_BUILD_DIR:-$root/build}/ablate"
-"$ablate" sweep run configs/demo-ablation.yaml --out runs/demo-ablation --slots 2 --progress 15 ${sets[@]+"${sets[@]}"}
-exec "$ablate" sweep report configs/demo-ablation.yaml --runs runs/demo-ablation ${sets[@]+"${sets[@]}"}
+"$ablate" sweep run experiments/demo-ablation.yaml --out runs/demo-ablation --slots 2 --progress 15 ${sets[@]+"${sets[@]}"}
+exec "$ablate" sweep report experiments/demo-ablation.yaml --runs runs/demo-ablation ${sets[@]+"${sets[@]}"}

@@ -131,7 +131,7 @@ seeds: [0, 1]
 }
 
 TEST_CASE("the README's demo ablation: the demo config, pre-norm against sandwich, shared initial weights") {
-  auto plan = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/configs/demo-ablation.yaml"));
+  auto plan = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/experiments/demo-ablation.yaml"));
   REQUIRE(plan.points.size() == 2);
   CHECK(plan.points[0].label == "placement=pre_seed=0");
   CHECK(plan.points[1].label == "placement=sandwich_seed=0");
@@ -141,7 +141,7 @@ TEST_CASE("the README's demo ablation: the demo config, pre-norm against sandwic
     CHECK(p.yaml.find("source: synthetic") != std::string::npos);
   }
   // Extra arguments of scripts/demo.sh are --set overrides for every point.
-  auto longer = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/configs/demo-ablation.yaml",
+  auto longer = sweep::make_plan(sweep::parse_sweep(std::string(ABLATE_SOURCE_DIR) + "/experiments/demo-ablation.yaml",
                                                     {"train.steps=1200"}));
   CHECK(longer.points[1].target_step == 1200);
 }
