@@ -398,6 +398,8 @@ PointStatus point_status(const Point& p) {
   } else if (fs::exists(dir / "failed", ec)) {
     st.state = State::failed;
     st.detail = last_line((dir / "failed").string());
+  } else if (st.checkpoint > 0) {  // stopped unfinished (a signal, the end of a job), not failed
+    st.detail = "interrupted; `sweep run` resumes it from its step-" + std::to_string(st.checkpoint) + " checkpoint";
   }
   return st;
 }

@@ -71,7 +71,7 @@ struct PointStatus {
   State state = State::pending;
   int64_t step = 0;         // progress: the later of the last metrics step and the latest checkpoint
   int64_t checkpoint = -1;  // latest complete checkpoint step, -1 = none
-  std::string detail;       // failure message
+  std::string detail;       // failure message; pace of a running point; an interrupted one's checkpoint
 };
 PointStatus point_status(const Point& p);
 // The final checkpoint exists (step == target) or the done marker is there.

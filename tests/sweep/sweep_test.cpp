@@ -307,6 +307,13 @@ set: {train.log.every: 4, train.probe.every: 0}
   CHECK_THAT(r.out, Catch::Contains("0 done, 0 running, 1 failed, 0 pending"));
   CHECK_THAT(r.out, Catch::Contains("15/20"));
   CHECK_THAT(r.out, !Catch::Contains("no point of this plan"));
+  // Without the failed marker (stopped by a signal or a job's end, not failed) it is pending, and
+  // told from a point never started by the checkpoint it resumes from.
+  fs::remove(dir / "failed");
+  r = ablate::test::run_ablate("sweep status " + path);
+  CHECK_THAT(r.out, Catch::Contains("0 done, 0 running, 0 failed, 1 pending"));
+  CHECK_THAT(r.out, Catch::Contains("pending  15/20     interrupted; `sweep run` resumes it from its step-15 checkpoint"));
+  std::ofstream(dir / "failed") << "stopped at step 15 of 20\n";
 
   // A run directory of no planned point (an earlier version of the sweep file) is named;
   // other folders are not.
