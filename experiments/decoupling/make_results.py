@@ -884,11 +884,12 @@ def run_trend(kind, metric, series):
     return signed_verdict(m, se, 1 if kind == "trend_up" else -1, ev)
 
 
-def combine(verdicts):
+def combine(verdicts, short=False):
+    """One verdict from a prediction's tests; `short`: a variant they read has seeds still to train."""
     ran = [v for v in verdicts if v != "not run yet"]
     if not ran:
         return "not run yet"
-    partial = len(ran) < len(verdicts)
+    partial = len(ran) < len(verdicts) or short
     rep = ran.count("reproduced in direction")
     nrep = ran.count("not reproduced")
     if rep == len(ran):
@@ -988,6 +989,18 @@ def test_selections(t):
         elif sel is not None:
             out.append(sel)
     return out
+
+
+def never_trained(p):
+    """A point natural/cpu_queue.py never queues (its SKIP: a variant another sweep replaces)."""
+    sys.path.insert(0, os.path.join(HERE, "natural"))
+    import cpu_queue  # noqa: E402
+    return any(p["sweep"] == sweep and p["id"].startswith(prefix) for sweep, prefix, _ in cpu_queue.SKIP)
+
+
+def short_of_seeds(data, sels):
+    """Whether a selection among `sels` has a seed not finished yet that will be trained."""
+    return any(p["state"] != "done" and not never_trained(p) for sel in sels for p in (data.select(sel) or []))
 
 
 def stalled_seeds(data, sels):
@@ -1129,7 +1142,7 @@ def render_tier(tier, desc, axes, data, out, cost=None):
             results.append((lab,) + run_test(kind, metric, data.select(ref), data.select(var), vmetric))
         results = [leave_out_stalled(r, stalled_seeds(data, test_selections(t))) for r, t in zip(results, tests)]
         failed = stalled_seeds(data, list(pred["rows"]) + [s for t in tests for s in test_selections(t)])
-        verdict = combine([r[1] for r in results])
+        verdict = combine([r[1] for r in results], short_of_seeds(data, [s for t in tests for s in test_selections(t)]))
         summary.append("| %s | %s | %s | %s | **%s** |" % (pred["id"], pred["change"], pred["paper"], pred["expected"], verdict))
         d = ["### %s — %s\n" % (pred["id"], pred["change"]),
              "Paper: %s. Expected direction: %s. **Verdict: %s.**\n" % (pred["paper"], pred["expected"], verdict)]
@@ -1584,7 +1597,8 @@ def main():
               "not reproduced when |mean d| − 2 s.e. exceeds it." % (LOSS_MARGIN * 100),
               "- a prediction's verdict: all tests reproduced → reproduced in direction; some reproduced and some "
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
-              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some are missing; "
+              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some tests have no "
+              "data yet or a variant they read has seeds still to train; "
               "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",
               "- only finished points count (a point's `done`): the numbers of one that is running or was "

@@ -96,6 +96,9 @@ class Tests(unittest.TestCase):
         self.assertEqual(mr.combine([n, i]), "not reproduced (0 of 2 tests reproduced)")
         self.assertEqual(mr.combine([r, nr]), r + " (partial data)")
         self.assertEqual(mr.combine([nr, nr]), nr)
+        # Every test has data, but a variant they read has seeds still to train.
+        self.assertEqual(mr.combine([r, i], short=True), "inconclusive (1 of 2 tests reproduced) (partial data)")
+        self.assertEqual(mr.combine([nr, nr], short=True), nr)
 
 
 class FinishedOnly(unittest.TestCase):
