@@ -257,6 +257,7 @@ def main():
     lock = threading.Lock()
     stop = threading.Event()
     running = {}  # lane -> Popen
+    stopped = []  # ids of the points a stop left unfinished
     started = [0]
     late = [False]
 
@@ -326,6 +327,8 @@ def main():
             if stop.is_set() and p.returncode != 0:
                 log("lane %d: stopped %s %d at step %d/%d (its checkpoint; the next call resumes it)"
                     % (n, sweep, i, last_step(d), target))
+                with lock:
+                    stopped.append(pid)
                 break
             log("lane %d: end %s %d rc=%d at step %d/%d%s" % (n, sweep, i, p.returncode, last_step(d), target,
                                                                (": " + tail) if tail else ""))
@@ -348,7 +351,10 @@ def main():
         if deadline and datetime.datetime.now() >= deadline:
             stop_all("--until %s reached" % a.until)
         time.sleep(1)
-    log("queue: %d points left" % len(todo))
+    # Counted again from the run directories: the lanes took the stopped and failed points off `todo`.
+    done = finished_hashes(a.ablate)
+    left = [q for q in queue if share_points.hash_of(q[2]) not in done]
+    log("queue: %d points left (%d of them stopped unfinished: the next call resumes them)" % (len(left), len(stopped)))
 
 
 if __name__ == "__main__":
