@@ -41,6 +41,8 @@ import subprocess
 import sys
 
 import share_points  # this directory's: which sweep points are the same run
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "natural"))
+import cpu_queue  # noqa: E402  natural/'s queue: its SKIP list of points never trained
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
@@ -993,8 +995,6 @@ def test_selections(t):
 
 def never_trained(p):
     """A point natural/cpu_queue.py never queues (its SKIP: a variant another sweep replaces)."""
-    sys.path.insert(0, os.path.join(HERE, "natural"))
-    import cpu_queue  # noqa: E402
     return any(p["sweep"] == sweep and p["id"].startswith(prefix) for sweep, prefix, _ in cpu_queue.SKIP)
 
 
