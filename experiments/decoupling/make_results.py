@@ -148,6 +148,7 @@ METRICS = [
 SPIKE_PRESENT = 100.0   # top-1/median (issue 10 §1(b))
 SINK_PRESENT = 0.2      # largest per-layer Sink^0.3 (issue 10 §1(b))
 SPIKE_BLOCK_SHARE = 0.5  # a block carries the spike when its top-1 is at least this share of the magnitude
+SINK_ABSENT = 0.05      # a baseline has no sink to keep or remove below this (mean + 2 s.e.)
 SINK_STAYS = 0.5        # "stays" = not reduced below this fraction of the baseline
 LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's val loss
 # A finished seed "did not learn" when its last val loss is less than this fraction below its first
@@ -795,6 +796,20 @@ def signed_verdict(d, se, sign, ev):
     return "inconclusive", ev + ": within 2 s.e."
 
 
+def baseline_without_sink(kind, metric, ref_pts):
+    """For a test that a variant keeps ("stays") or removes ("down") the baseline's sink: why it
+    cannot be read when the baseline has none (largest per-layer Sink^0.3 below SINK_ABSENT by
+    2 s.e. over at least 2 finished seeds), else None. A variant's run changes nothing then, so
+    the natural tier's variants with only such tests are trained last (natural/cpu_queue.py)."""
+    if kind not in ("down", "stays") or metric != "sink_eps_max" or ref_pts is None:
+        return None
+    m, sd, n = mean_sd(list(values(ref_pts, metric).values()))
+    if n < 2 or m + 2 * sd / math.sqrt(n) >= SINK_ABSENT:
+        return None
+    return ("the baseline has no sink to %s (max layer Sink^0.3 mean %.3g, s.e. %.3g, n %d)"
+            % ("keep" if kind == "stays" else "remove", m, sd / math.sqrt(n), n))
+
+
 def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     """Returns (verdict, evidence text)."""
     vm = var_metric or metric
@@ -821,6 +836,9 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
             return "not reproduced", ev + ": mean + 2 s.e. below the threshold"
         return "inconclusive", ev + ": the threshold is within 2 s.e."
     ref = values(ref_pts, metric)
+    no_sink = baseline_without_sink(kind, metric, ref_pts)
+    if no_sink and not var:
+        return "inconclusive", "no seed of the variant trained, and none is needed: " + no_sink
     if not var:
         return "not run yet", "no finished seed of the variant yet"
     if not ref:
@@ -834,12 +852,14 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         ev = "x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d)" % (10 ** d, d, se, n)
     else:
         ev = "diff %+.4g (s.e. %.3g, n %d; baseline mean %.4g)" % (d, se, n, rm)
+    if no_sink:
+        return "inconclusive", ev + ": " + no_sink
     if kind in ("down", "up"):
         if se == 0 and d == 0:
             return "inconclusive", ev + ": no difference"
         return signed_verdict(d, se, -1 if kind == "down" else 1, ev)
     if kind == "stays":
-        if rm is None or rm < 0.05:
+        if rm is None or rm < SINK_ABSENT:
             return "inconclusive", ev + ": the baseline has no sink to keep"
         floor = -SINK_STAYS * rm
         if d - 2 * se > floor:
@@ -886,11 +906,23 @@ def run_trend(kind, metric, series):
     return signed_verdict(m, se, 1 if kind == "trend_up" else -1, ev)
 
 
+UNTESTABLE = "untestable"  # combine()'s name for a sink test whose baseline has no sink (baseline_without_sink)
+
+
 def combine(verdicts, short=False):
-    """One verdict from a prediction's tests; `short`: a variant they read has seeds still to train."""
+    """One verdict from a prediction's tests; `short`: a variant they read has seeds still to train.
+    A test given as UNTESTABLE (a sink to keep or remove where the baseline has none) counts for
+    neither side: the verdict rests on the others and says how many could not be read; a prediction
+    whose every test is such reads inconclusive."""
+    unread = verdicts.count(UNTESTABLE)
+    verdicts = [v for v in verdicts if v != UNTESTABLE]
+    note = (" (%d sink test%s untestable: the baseline has no sink)" % (unread, "s" if unread > 1 else "")
+            if unread else "")
+    if not verdicts:
+        return "inconclusive (untestable: the baseline has no sink)" if unread else "not run yet"
     ran = [v for v in verdicts if v != "not run yet"]
     if not ran:
-        return "not run yet"
+        return "not run yet" + note
     partial = len(ran) < len(verdicts) or short
     rep = ran.count("reproduced in direction")
     nrep = ran.count("not reproduced")
@@ -904,7 +936,7 @@ def combine(verdicts, short=False):
         v = "inconclusive"
     if v != "reproduced in direction" and len(ran) > 1:
         v += " (%d of %d tests reproduced)" % (rep, len(ran))
-    return v + (" (partial data)" if partial else "")
+    return v + note + (" (partial data)" if partial else "")
 
 
 # ---- rendering -----------------------------------------------------------------------------------
@@ -996,6 +1028,10 @@ def test_selections(t):
 def never_trained(p):
     """A point natural/cpu_queue.py never queues (its SKIP: a variant another sweep replaces)."""
     return any(p["sweep"] == sweep and p["id"].startswith(prefix) for sweep, prefix, _ in cpu_queue.SKIP)
+
+
+def kind_of(t):
+    return "trend" if t[1].startswith("trend") else t[1]
 
 
 def short_of_seeds(data, sels):
@@ -1108,13 +1144,14 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
-                   "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6, P7, P13, P14's kv "
-                   "bias, P8), each variant's three seeds in a row, then P4's control and P5's DyT "
+                   "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6; then one variant each "
+                   "of P7, P13, P14 (kv bias) and P8, then their other variants), each variant's three seeds in a "
+                   "row, then P4's control and P5's DyT "
                    "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 "
                    "and 2, at alpha0 0.5, are never trained, though counted above); the variants with sink tests "
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
-                   "found no sink at this scale and a sink test against a baseline without one reads "
-                   "inconclusive.\n" % (
+                   "found no sink at this scale: a sink test against a baseline without one is untestable (the "
+                   "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
                        "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
@@ -1142,7 +1179,12 @@ def render_tier(tier, desc, axes, data, out, cost=None):
             results.append((lab,) + run_test(kind, metric, data.select(ref), data.select(var), vmetric))
         results = [leave_out_stalled(r, stalled_seeds(data, test_selections(t))) for r, t in zip(results, tests)]
         failed = stalled_seeds(data, list(pred["rows"]) + [s for t in tests for s in test_selections(t)])
-        verdict = combine([r[1] for r in results], short_of_seeds(data, [s for t in tests for s in test_selections(t)]))
+        # a sink test against a baseline without a sink is read by no variant's seeds (baseline_without_sink):
+        # it counts for neither side, and its variant's seeds still to train leave no data partial
+        unread = [axes and kind_of(t) != "trend" and t[3] is not None and
+                  bool(baseline_without_sink(t[1], t[2], data.select(t[3]))) for t in tests]
+        verdict = combine([UNTESTABLE if u else r[1] for r, u in zip(results, unread)],
+                          short_of_seeds(data, [s for t, u in zip(tests, unread) if not u for s in test_selections(t)]))
         summary.append("| %s | %s | %s | %s | **%s** |" % (pred["id"], pred["change"], pred["paper"], pred["expected"], verdict))
         d = ["### %s — %s\n" % (pred["id"], pred["change"]),
              "Paper: %s. Expected direction: %s. **Verdict: %s.**\n" % (pred["paper"], pred["expected"], verdict)]
@@ -1584,7 +1626,13 @@ def main():
               "**not reproduced** when it has the opposite sign beyond 2 s.e.; **inconclusive** otherwise.",
               "- sink stays (≈): reproduced when mean d − 2 s.e. > −%g × the baseline mean (the sink is not halved); "
               "not reproduced when mean d + 2 s.e. < −%g × the baseline mean; inconclusive otherwise, and when "
-              "the baseline has no sink (mean < 0.05)." % (SINK_STAYS, SINK_STAYS),
+              "the baseline has no sink (mean < %g)." % (SINK_STAYS, SINK_STAYS, SINK_ABSENT),
+              "- untestable: a test that a variant keeps (≈) or removes (↓) the baseline's sink cannot be read "
+              "when the baseline has none (its max per-layer Sink^0.3 mean + 2 s.e. < %g over ≥ 2 finished "
+              "seeds: the natural tier, P1): it reads inconclusive, with or without the variant's seeds, and the "
+              "prediction's verdict rests on its other tests and says how many were untestable; a prediction "
+              "whose every test is such reads inconclusive (untestable). Tests that a sink appears (↑, present, "
+              "trend) stay readable." % SINK_ABSENT,
               "- trend (↗, P7): per seed present in every point, the least-squares slope of the metric (log10 for "
               "spike magnitudes) on log2 head_dim; reproduced when the mean slope has the paper's sign beyond 2 s.e. "
               "over seeds, not reproduced when the opposite sign is, inconclusive otherwise.",
@@ -1599,7 +1647,7 @@ def main():
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
               "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some tests have no "
               "data yet or a variant they read has seeds still to train; "
-              "\"(k of n tests reproduced)\" beside any verdict but a full reproduction.",
+              "\"(k of n tests reproduced)\" (untestable tests not counted) beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",
               "- only finished points count (a point's `done`): the numbers of one that is running or was "
               "stopped before its last step come from an earlier probe than its sweep's finished seeds, so the "

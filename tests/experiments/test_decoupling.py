@@ -61,6 +61,26 @@ class Tests(unittest.TestCase):
         self.assertEqual(v, "inconclusive")
         self.assertIn("no sink", ev)
 
+    def test_a_sink_test_against_a_baseline_without_one_is_untestable(self):
+        base = pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max")
+        # read without the variant's seeds, for "down" and "stays" alike
+        for kind in ("down", "stays"):
+            v, ev = mr.run_test(kind, "sink_eps_max", base, [])
+            self.assertEqual(v, "inconclusive")
+            self.assertIn("none is needed: the baseline has no sink", ev)
+            self.assertTrue(mr.baseline_without_sink(kind, "sink_eps_max", base))
+        # with them, the difference is shown and the verdict still inconclusive
+        v, ev = mr.run_test("down", "sink_eps_max", base, pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max"))
+        self.assertEqual(v, "inconclusive")
+        self.assertIn("diff +0", ev)
+        # a sink can still appear: "up" stays readable; so does any test of a baseline with a sink
+        self.assertIsNone(mr.baseline_without_sink("up", "sink_eps_max", base))
+        self.assertEqual(mr.run_test("up", "sink_eps_max", base, [])[0], "not run yet")
+        self.assertIsNone(mr.baseline_without_sink("down", "sink_eps_max", pts({0: 0.4, 1: 0.0, 2: 0.3}, "sink_eps_max")))
+        # one seed is not enough to call the baseline sink-free, nor is a spike metric a sink test
+        self.assertIsNone(mr.baseline_without_sink("down", "sink_eps_max", pts({0: 0.0}, "sink_eps_max")))
+        self.assertIsNone(mr.baseline_without_sink("down", "spike_magnitude", pts({0: 1.0, 1: 2.0})))
+
     def test_stays_and_halved(self):
         base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
         self.assertEqual(mr.run_test("stays", "sink_eps_max", base, pts({0: 0.5, 1: 0.45, 2: 0.55}, "sink_eps_max"))[0],
@@ -99,6 +119,13 @@ class Tests(unittest.TestCase):
         # Every test has data, but a variant they read has seeds still to train.
         self.assertEqual(mr.combine([r, i], short=True), "inconclusive (1 of 2 tests reproduced) (partial data)")
         self.assertEqual(mr.combine([nr, nr], short=True), nr)
+        # Untestable tests count for neither side; a prediction with only such tests is inconclusive.
+        u = mr.UNTESTABLE
+        self.assertEqual(mr.combine([r, u]), r + " (1 sink test untestable: the baseline has no sink)")
+        self.assertEqual(mr.combine([r, n, u, u]),
+                         "partly reproduced (1 of 2 tests reproduced) (2 sink tests untestable: the baseline has no sink)")
+        self.assertEqual(mr.combine([u, u]), "inconclusive (untestable: the baseline has no sink)")
+        self.assertEqual(mr.combine([nr, u]), nr + " (1 sink test untestable: the baseline has no sink)")
 
 
 class FinishedOnly(unittest.TestCase):
@@ -176,6 +203,35 @@ class DidNotLearn(unittest.TestCase):
         failed = mr.stalled_seeds(data, [base, sel])
         self.assertEqual(len(failed), 3)
         self.assertEqual(mr.leave_out_stalled(("spike",) + r, failed)[1], "inconclusive")
+
+
+class Untestable(unittest.TestCase):
+    """The natural tier's baseline has no sink: P8b (sink tests only) gets its verdict without its
+    variants' seeds, and P8's verdict waits only for its spike tests."""
+
+    def render(self, gate_sink):
+        tp = mr.TIER_PARAMS["natural"]
+        none = mr.base_for(tp)["gates"]
+        static = {"model.attention.gate.kind": "static", "model.attention.gate.granularity": "headwise"}
+        out = []
+        for s in range(3):
+            out.append({"sweep": "natural-gates", "id": "none%d" % s, "vars": none, "seed": str(s), "state": "done",
+                        "spike_magnitude": 500.0, "val_loss": 4.2, "sink_eps_max": gate_sink, "curve": []})
+            out.append({"sweep": "natural-gates", "id": "static%d" % s, "vars": static, "seed": str(s),
+                        "state": "pending", "curve": []})
+        lines = []
+        mr.render_tier("natural", "test", {"gates": "natural/natural-gates.yaml"}, mr.Data({"gates": out}, tp), lines)
+        return {l.split(" | ")[0][2:]: l.split("**")[1] for l in lines if l.startswith("| P8")}
+
+    def test_sink_only_predictions_do_not_wait_for_their_variants(self):
+        v = self.render(0.0)
+        self.assertEqual(v["P8b"], "inconclusive (untestable: the baseline has no sink)")
+        self.assertEqual(v["P8"], "not run yet (2 sink tests untestable: the baseline has no sink)")
+
+    def test_with_a_sink_in_the_baseline_they_wait(self):
+        v = self.render(0.4)
+        self.assertEqual(v["P8b"], "not run yet")
+        self.assertEqual(v["P8"], "not run yet")
 
 
 class Processors(unittest.TestCase):

@@ -63,16 +63,18 @@ ORDER = [
     ("natural-ffn-type", "type=gelu_", "P6: spike smaller without the gated FFN"),
     ("natural-ffn-type", "type=linear_", "P6"),
     ("natural-ffn-type", "type=none_", "P6"),
+    # One variant of each prediction still without data (P7, P13, P14, P8), then their other variants:
+    # every prediction gets its first verdict sooner than if P7's five head shapes went first.
     ("natural-head-dim", "n_heads=4_head_dim=16_", "P7: spike grows with head_dim"),
+    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=m5.5_", "P13: no massive activations"),
+    ("natural-sink-free", "variant=kv_bias_", "P14: kv bias removes spikes"),
+    ("natural-gates", "kind=conditional_granularity=elementwise_", "P8: spike down too"),
     ("natural-head-dim", "n_heads=4_head_dim=128_", "P7"),
+    ("natural-gates", "kind=conditional_granularity=headwise_", "P8"),
+    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=0.0_", "P13"),
     ("natural-head-dim", "n_heads=4_head_dim=32_", "P7 (trend)"),
     ("natural-head-dim", "n_heads=16_head_dim=16_", "P7 (fixed width)"),
     ("natural-head-dim", "n_heads=2_head_dim=128_", "P7 (fixed width)"),
-    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=m5.5_", "P13: no massive activations"),
-    ("natural-sink-free", "variant=kv_bias_", "P14: kv bias removes spikes"),
-    ("natural-sink-free", "variant=sigmoid_sigmoid_bias=0.0_", "P13"),
-    ("natural-gates", "kind=conditional_granularity=elementwise_", "P8: spike down too"),
-    ("natural-gates", "kind=conditional_granularity=headwise_", "P8"),
     ("natural-sink-free", "variant=k_bias_", "P14 (sink tests only)"),
     ("natural-norm-type", "placement=pre_type=rmsnorm_qk_norm=true_", "P4's control (QK-norm alone)"),
     # P5: DyT at the alpha0 natural-dyt.yaml chose by short checks (after the other spike tests:
