@@ -888,6 +888,9 @@ def run_trend(kind, metric, series):
     mx = sum(xs) / len(xs)
     sxx = sum((x - mx) ** 2 for x in xs)
     per_point = [values(pts, metric) for _, pts in series]
+    empty = sum(1 for v in per_point if not v)
+    if empty:
+        return "not run yet", "no finished seed yet in %d of the %d points" % (empty, len(series))
     slopes = []
     for sd in sorted(set.intersection(*(set(v) for v in per_point))):
         ys = [v[sd] for v in per_point]
@@ -1645,7 +1648,7 @@ def main():
               "not reproduced when |mean d| − 2 s.e. exceeds it." % (LOSS_MARGIN * 100),
               "- a prediction's verdict: all tests reproduced → reproduced in direction; some reproduced and some "
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
-              "**not run yet** when none of its sweeps has a report; \"(partial data)\" when some tests have no "
+              "**not run yet** when none of its tests has data yet (no report, or no finished seed of a variant it reads); \"(partial data)\" when some tests have no "
               "data yet or a variant they read has seeds still to train; "
               "\"(k of n tests reproduced)\" (untestable tests not counted) beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",

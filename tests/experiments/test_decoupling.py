@@ -108,6 +108,12 @@ class Tests(unittest.TestCase):
         series = [(x, pts({0: 10 ** (1 + x), 1: 10 ** (1.2 + x), 2: 10 ** (0.9 + 1.1 * x)})) for x in (3, 4, 5)]
         self.assertEqual(mr.run_trend("trend_up", "spike_magnitude", series)[0], "reproduced in direction")
         self.assertEqual(mr.run_trend("trend_down", "spike_magnitude", series)[0], "not reproduced")
+        # a point with no finished seed: no data yet, not an inconclusive test
+        v, ev = mr.run_trend("trend_up", "spike_magnitude", series[:2] + [(5, pts({0: None}))])
+        self.assertEqual((v, ev), ("not run yet", "no finished seed yet in 1 of the 3 points"))
+        # every point has a seed, but not the same one: fewer than 2 seeds in every point
+        v, ev = mr.run_trend("trend_up", "spike_magnitude", series[:2] + [(5, pts({7: 1.0}))])
+        self.assertEqual((v, ev), ("inconclusive", "0 seed(s) in every point"))
 
     def test_combine(self):
         r, n, i, nr = "reproduced in direction", "not reproduced", "inconclusive", "not run yet"
