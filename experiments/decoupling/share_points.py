@@ -15,9 +15,11 @@ configuration, src/sweep/sweep.cpp) and the same seed in its id, and copies the 
 It never overwrites an existing directory. A copied run keeps a `shared_from` file naming its
 source.
 
-    python3 experiments/decoupling/share_points.py [--ablate build/ablate] [--dry-run]
+    python3 experiments/decoupling/share_points.py [--ablate build/ablate] [--dry-run] [--natural]
 """
 import argparse
+import concurrent.futures
+import functools
 import json
 import os
 import re
@@ -37,10 +39,24 @@ NATURAL_ONLY = ["dyt"]
 SWEEPS = AXES + ["natural/natural-" + a for a in AXES + NATURAL_ONLY] + ["natural/scan"]
 
 
+@functools.lru_cache(maxsize=None)
+def plan_text(ablate, sweep):
+    """`ablate sweep plan` of a sweep (sweep: its path under experiments/decoupling without .yaml), once
+    per process: a plan depends only on the sweep file and its base configs."""
+    return subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")],
+                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
+def plan_all(ablate, sweeps):
+    """Plans the sweeps at once, one `ablate` process per CPU (each takes ~2 s, most of it loading
+    LibTorch: one at a time, 18 sweeps took ~45 s), into plan_text's cache."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        list(ex.map(lambda s: plan_text(ablate, s), sweeps))
+
+
 def planned(ablate, sweep):
     """(id, run_dir) of every point of a sweep, from `ablate sweep plan`."""
-    out = subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = plan_text(ablate, sweep)
     m = re.search(r"^run directories: (.*)/<id>$", out, re.M)
     base = os.path.join(ROOT, m.group(1))
     ids = [line.split()[1] for line in out.splitlines() if re.match(r"^\d+\s+\S+", line)]
@@ -56,13 +72,11 @@ def seed_of(pid):
     return re.search(r"seed=(\d+)_", pid).group(1)
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--ablate", default=os.path.join(ROOT, "build", "ablate"))
-    ap.add_argument("--dry-run", action="store_true")
-    args = ap.parse_args()
-
-    points = {s: planned(args.ablate, s) for s in SWEEPS if os.path.exists(os.path.join(HERE, s + ".yaml"))}
+def share(ablate, sweeps, dry_run=False, out=print):
+    """Copies, for every planned point of the sweeps without a run directory, a finished point of
+    another of them with the same hash suffix; returns how many it copied."""
+    plan_all(ablate, sweeps)
+    points = {s: planned(ablate, s) for s in sweeps}
     finished = {}  # hash suffix -> run dir
     for pts in points.values():
         for pid, d in pts:
@@ -78,30 +92,51 @@ def main():
                 continue
             if seed_of(pid) != seed_of(os.path.basename(src)):
                 sys.exit(f"share_points: {pid} and {src} share a hash but not a seed")
-            print(f"{sweep}/{pid} <- {os.path.relpath(src, ROOT)}")
-            if args.dry_run:
+            out(f"{sweep}/{pid} <- {os.path.relpath(src, ROOT)}")
+            if dry_run:
                 continue
-            tmp = d + ".sharing"
-            shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints"))
-            # Checkpoints are hard links (written once, never changed in place): the copy can still be
-            # probed (make_results.py's final probes), at no disk cost.
-            if os.path.isdir(os.path.join(src, "checkpoints")):
-                shutil.copytree(os.path.join(src, "checkpoints"), os.path.join(tmp, "checkpoints"), copy_function=os.link)
-            cfg = os.path.join(tmp, "config.yaml")
-            with open(cfg) as f:
-                lines = f.readlines()
-            lines = [f"name: {pid}\n" if line.startswith("name:") else line for line in lines]
-            with open(cfg, "w") as f:
-                f.writelines(lines)
-            with open(os.path.join(tmp, "done")) as f:
-                done = json.load(f)
-            done["id"] = pid
-            with open(os.path.join(tmp, "done"), "w") as f:
-                json.dump(done, f, separators=(",", ":"))
-            with open(os.path.join(tmp, "shared_from"), "w") as f:
-                f.write(os.path.relpath(src, ROOT) + "\n")
-            os.rename(tmp, d)
+            copy_run(src, d, pid)
             copied += 1
+    return copied
+
+
+def copy_run(src, d, pid):
+    """src's run directory as d, renamed to pid; written beside d and renamed into place at the end."""
+    tmp = d + ".sharing"
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("checkpoints"))
+    # Checkpoints are hard links (written once, never changed in place): the copy can still be
+    # probed (make_results.py's final probes), at no disk cost.
+    if os.path.isdir(os.path.join(src, "checkpoints")):
+        shutil.copytree(os.path.join(src, "checkpoints"), os.path.join(tmp, "checkpoints"), copy_function=os.link)
+    cfg = os.path.join(tmp, "config.yaml")
+    with open(cfg) as f:
+        lines = f.readlines()
+    lines = [f"name: {pid}\n" if line.startswith("name:") else line for line in lines]
+    with open(cfg, "w") as f:
+        f.writelines(lines)
+    with open(os.path.join(tmp, "done")) as f:
+        done = json.load(f)
+    done["id"] = pid
+    with open(os.path.join(tmp, "done"), "w") as f:
+        json.dump(done, f, separators=(",", ":"))
+    with open(os.path.join(tmp, "shared_from"), "w") as f:
+        f.write(os.path.relpath(src, ROOT) + "\n")
+    os.rename(tmp, d)
+
+
+def tier_sweeps(natural_only=False):
+    """The sweep files there are (paths under experiments/decoupling, no .yaml)."""
+    return [s for s in SWEEPS if os.path.exists(os.path.join(HERE, s + ".yaml"))
+            and (not natural_only or s.startswith("natural/"))]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ablate", default=os.path.join(ROOT, "build", "ablate"))
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--natural", action="store_true", help="the natural tier's sweeps only")
+    args = ap.parse_args()
+    copied = share(args.ablate, tier_sweeps(args.natural), args.dry_run)
     print(f"share_points: {copied} run directories copied")
 
 

@@ -300,6 +300,33 @@ class QueueClock(unittest.TestCase):
             self.assertNotIn("Traceback", r.stderr)
 
 
+class SharePoints(unittest.TestCase):
+    def test_a_shared_run_is_renamed_and_its_checkpoints_are_hard_links(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "a", "x_seed=0_abcd1234")
+            os.makedirs(os.path.join(src, "checkpoints", "step_00000010"))
+            with open(os.path.join(src, "config.yaml"), "w") as f:
+                f.write("name: x_seed=0_abcd1234\nseed: 0\n")
+            with open(os.path.join(src, "done"), "w") as f:
+                json.dump({"id": "x_seed=0_abcd1234", "step": 10}, f)
+            with open(os.path.join(src, "checkpoints", "step_00000010", "model.pt"), "w") as f:
+                f.write("weights")
+            d = os.path.join(tmp, "b", "y_seed=0_abcd1234")
+            os.makedirs(os.path.dirname(d))
+            share_points.copy_run(src, d, "y_seed=0_abcd1234")
+            with open(os.path.join(d, "config.yaml")) as f:
+                self.assertEqual(f.read(), "name: y_seed=0_abcd1234\nseed: 0\n")
+            with open(os.path.join(d, "done")) as f:
+                self.assertEqual(json.load(f), {"id": "y_seed=0_abcd1234", "step": 10})
+            self.assertTrue(os.path.samefile(os.path.join(src, "checkpoints", "step_00000010", "model.pt"),
+                                             os.path.join(d, "checkpoints", "step_00000010", "model.pt")))
+            self.assertFalse(os.path.exists(d + ".sharing"))
+            with open(os.path.join(src, "config.yaml")) as f:  # the source is left as it was
+                self.assertIn("name: x_seed=0_abcd1234", f.read())
+
+
 @unittest.skipUnless(os.environ.get("ABLATE_BIN"), "ABLATE_BIN not set")
 class CpuQueue(unittest.TestCase):
     def test_every_distinct_natural_point_is_queued_once_baseline_first(self):

@@ -34,6 +34,7 @@ The log (one line per start and end) is runs/cpu_queue.log beside the run direct
 point's own output is in its run directory (stdout.log, train.log).
 """
 import argparse
+import concurrent.futures
 import datetime
 import os
 import re
@@ -87,6 +88,8 @@ SKIP = [("natural-norm-type", "placement=pre_type=dyt_", "alpha0 0.5 did not lea
 # Then every other point of these sweeps, in their files' order (sink tests only, or controls).
 SWEEPS = ["natural-norm-placement", "natural-weight-decay", "natural-norm-type", "natural-ffn-type",
           "natural-head-dim", "natural-sink-free", "natural-gates", "natural-loss-window", "natural-dyt"]
+# The scale scan's sweeps: finished_hashes reads them too (their centre is the baseline's seed 0).
+SCANS = [s for s in ("scan", "scan-long", "scale-scan") if os.path.exists(os.path.join(HERE, s + ".yaml"))]
 TOKENS_PER_STEP = 16 * 256  # natural/base.yaml: 16 sequences of 256 tokens
 
 
@@ -123,13 +126,13 @@ def state_label(state, step, finished):
 
 
 def target_steps(ablate, sweep):
-    out = subprocess.run([ablate, "sweep", "plan", os.path.join(HERE, sweep + ".yaml")], cwd=ROOT,
-                         capture_output=True, text=True, check=True).stdout
+    out = share_points.plan_text(ablate, "natural/" + sweep)
     return {line.split()[1]: int(line.split()[-1]) for line in out.splitlines() if re.match(r"^\d+\s+\S+", line)}
 
 
 def build_queue(ablate):
     """[(sweep, index, id, run_dir, target step, why)], each distinct configuration once."""
+    share_points.plan_all(ablate, ["natural/" + s for s in SWEEPS + SCANS])
     plans = {s: share_points.planned(ablate, "natural/" + s) for s in SWEEPS}
     targets = {s: target_steps(ablate, s) for s in SWEEPS}
     seen, queue = set(), []
@@ -175,7 +178,7 @@ def put_first(queue, specs):
 def finished_hashes(ablate):
     """Hash suffixes of every finished natural point (any sweep, the scans included)."""
     done = set()
-    for s in SWEEPS + ["scan", "scan-long", "scale-scan"]:
+    for s in SWEEPS + SCANS:
         if not os.path.exists(os.path.join(HERE, s + ".yaml")):
             continue
         for pid, d in share_points.planned(ablate, "natural/" + s):
@@ -227,15 +230,16 @@ def main():
         if deadline and last_start > deadline:
             ap.error(f"--last-start {a.last_start} is after --until {a.until}")
 
-    subprocess.run([sys.executable, os.path.join(DECOUPLING, "share_points.py"), "--ablate", a.ablate],
-                   cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    # shared points first (a dry run only counts them: finished_hashes matches by hash)
+    share_points.share(a.ablate, share_points.tier_sweeps(natural_only=True), dry_run=a.dry_run, out=lambda _: None)
     queue = build_queue(a.ablate)
     try:
         queue = put_first(queue, a.first)
     except ValueError as e:
         ap.error(str(e))
     done = finished_hashes(a.ablate)
-    status = {s: sweep_status(a.ablate, s) for s in SWEEPS}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
+        status = dict(zip(SWEEPS, ex.map(lambda s: sweep_status(a.ablate, s), SWEEPS)))
     todo = [q for q in queue if share_points.hash_of(q[2]) not in done]
     if a.dry_run:
         left = 0
@@ -258,6 +262,7 @@ def main():
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     lock = threading.Lock()
     stop = threading.Event()
+    share_lock = threading.Lock()
     running = {}  # lane -> Popen
     stopped = []  # ids of the points a stop left unfinished
     started = [0]
@@ -335,8 +340,11 @@ def main():
             log("lane %d: end %s %d rc=%d at step %d/%d%s" % (n, sweep, i, p.returncode, last_step(d), target,
                                                                (": " + tail) if tail else ""))
             if p.returncode == 0:
-                subprocess.run([sys.executable, os.path.join(DECOUPLING, "share_points.py"), "--ablate", a.ablate],
-                               cwd=ROOT, stdout=subprocess.DEVNULL)
+                with share_lock:  # both lanes may finish at once: one copies, the other then finds it there
+                    try:
+                        share_points.share(a.ablate, share_points.tier_sweeps(natural_only=True), out=lambda _: None)
+                    except (Exception, SystemExit) as e:  # the lane goes on; the next call shares again
+                        log("lane %d: share_points failed: %s" % (n, e))
             elif not stop.is_set():
                 log("lane %d: %s %d failed; the lane goes on with the next point" % (n, sweep, i))
 
