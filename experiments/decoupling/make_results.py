@@ -846,7 +846,8 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     log = metric in ("spike_magnitude", "fp_spike") and vm in ("spike_magnitude", "fp_spike", "fp_norm_input_top1")
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:
-        return "inconclusive", "%d paired seed(s)" % n
+        # the baseline's lack of a sink is the reason that stands whatever more seeds show
+        return "inconclusive", (no_sink + "; " if no_sink else "") + "%d paired seed(s)" % n
     rm = mean_sd(list(ref.values()))[0]
     if log:
         ev = "x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d)" % (10 ** d, d, se, n)

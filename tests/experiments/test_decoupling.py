@@ -73,6 +73,11 @@ class Tests(unittest.TestCase):
         v, ev = mr.run_test("down", "sink_eps_max", base, pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max"))
         self.assertEqual(v, "inconclusive")
         self.assertIn("diff +0", ev)
+        # with one paired seed the missing sink is the reason given first
+        v, ev = mr.run_test("down", "sink_eps_max", base, pts({0: 0.0}, "sink_eps_max"))
+        self.assertEqual(v, "inconclusive")
+        self.assertTrue(ev.startswith("the baseline has no sink to remove"), ev)
+        self.assertIn("1 paired seed", ev)
         # a sink can still appear: "up" stays readable; so does any test of a baseline with a sink
         self.assertIsNone(mr.baseline_without_sink("up", "sink_eps_max", base))
         self.assertEqual(mr.run_test("up", "sink_eps_max", base, [])[0], "not run yet")
