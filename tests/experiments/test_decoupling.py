@@ -297,12 +297,43 @@ class QueueClock(unittest.TestCase):
     def test_a_bad_clock_flag_exits_2(self):
         import subprocess
         script = os.path.join(DECOUPLING, "natural", "cpu_queue.py")
-        for args in (["--last-start", "25:00"], ["--until", "7pm"]):
+        for args in (["--last-start", "25:00"], ["--until", "7pm"], ["--rate", "0"]):
             r = subprocess.run([sys.executable, script, "--ablate", sys.executable] + args,
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn(args[0] + " " + args[1], r.stderr)
             self.assertNotIn("Traceback", r.stderr)
+
+    def test_the_estimate_rate_is_measured_on_the_newest_runs_processor(self):
+        import json
+        import tempfile
+        import cpu_queue
+
+        def run(tmp, name, cpu, time, rates, done=True):
+            d = os.path.join(tmp, "sweep", name)
+            os.makedirs(d)
+            with open(os.path.join(d, "run.json"), "w") as f:
+                json.dump({"provenance": {"cpu": cpu, "time": time} if cpu else {"time": time}}, f)
+            with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                for step, r in rates:
+                    f.write(json.dumps({"step": step, "tokens_per_s": r}) + "\n")
+                f.write('{"step": 100, "probe": {}}\nnot json\n')
+            if done:
+                open(os.path.join(d, "done"), "w").close()
+
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertIsNone(cpu_queue.measured_rate(os.path.join(tmp, "missing")))
+            run(tmp, "old", None, "2026-11-01T00:00:00Z", [(60, 9000.0)])
+            self.assertIsNone(cpu_queue.measured_rate(tmp))
+            run(tmp, "amd", "AMD EPYC (avx2)", "2026-11-02T00:00:00Z", [(60, 1200.0), (70, 1300.0)])
+            run(tmp, "xeon1", "Intel Xeon (amx)", "2026-12-01T00:00:00Z", [(10, 50.0), (60, 1800.0), (70, 2000.0)])
+            run(tmp, "xeon2", "Intel Xeon (amx)", "2026-12-02T00:00:00Z", [(60, 1900.0)])
+            run(tmp, "xeon3", "Intel Xeon (amx)", "2026-12-03T00:00:00Z", [(60, 100.0)], done=False)
+            # the newest run (xeon3, still running) names the processor; only finished points count,
+            # and the first 50 steps (warm-up) do not
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1900.0, "Intel Xeon (amx)", 2))
+            run(tmp, "amd2", "AMD EPYC (avx2)", "2026-12-04T00:00:00Z", [(60, 1000.0)])
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
 
 
 class SharePoints(unittest.TestCase):

@@ -36,9 +36,11 @@ point's own output is in its run directory (stdout.log, train.log).
 import argparse
 import concurrent.futures
 import datetime
+import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -185,6 +187,49 @@ def finished_hashes(ablate):
     return done
 
 
+def measured_rate(runs_dir, skip_steps=50):
+    """(tokens/s, cpu label, points) for --dry-run's estimate: the median `tokens_per_s` over steps
+    past `skip_steps` of the finished points under runs_dir that were trained on the processor of
+    the most recently started run there (run.json's provenance.cpu and .time: runs_dir holds this
+    host's runs, and records restored from other hosts keep their older times). None when no run
+    there records a cpu label."""
+    runs = []
+    for sweep in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+        sd = os.path.join(runs_dir, sweep)
+        for point in sorted(os.listdir(sd)) if os.path.isdir(sd) else []:
+            d = os.path.join(sd, point)
+            try:
+                with open(os.path.join(d, "run.json")) as f:
+                    prov = json.load(f).get("provenance", {})
+            except (OSError, ValueError, AttributeError):
+                continue
+            if isinstance(prov, dict) and prov.get("cpu") and prov.get("time"):
+                runs.append((str(prov["time"]), str(prov["cpu"]), d))
+    if not runs:
+        return None
+    cpu = max(runs)[1]
+    rates, points = [], 0
+    for _, c, d in runs:
+        if c != cpu or not os.path.exists(os.path.join(d, "done")):
+            continue
+        mine = []
+        try:
+            with open(os.path.join(d, "metrics.jsonl")) as f:
+                for line in f:
+                    try:
+                        m = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(m, dict) and "tokens_per_s" in m and m.get("step", 0) > skip_steps:
+                        mine.append(float(m["tokens_per_s"]))
+        except OSError:
+            continue
+        if mine:
+            rates += mine
+            points += 1
+    return (statistics.median(rates), cpu, points) if rates else None
+
+
 def clock_time(hhmm, now):
     """HH:MM as the next such time after `now` (today, or tomorrow if already past); None if malformed."""
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", hhmm)
@@ -204,8 +249,9 @@ def main():
                     help="start no point after this time; running ones go on (to --until, or to their end): "
                          "so that a point that cannot finish before a session ends does not start")
     ap.add_argument("--max-points", type=int, default=0, help="start at most this many points (0: all)")
-    ap.add_argument("--rate", type=float, default=1250.0,
-                    help="tokens/s of one lane, for --dry-run's estimate (default 1250: one thread beside another)")
+    ap.add_argument("--rate", type=float,
+                    help="tokens/s of one lane, for --dry-run's estimate (default: the median of the points "
+                         "finished on this host's processor, from their metrics.jsonl; 1250 when there are none)")
     ap.add_argument("--first", action="append", default=[], metavar="SWEEP[:PREFIX]",
                     help="train these points before the rest of the queue (their run ids start with PREFIX; "
                          "repeatable, in the order given): to finish one prediction's seeds sooner")
@@ -215,6 +261,8 @@ def main():
         ap.error(f"--ablate {a.ablate}: no such binary (scripts/build.sh ablate)")
     if a.lanes < 1 or a.threads < 1:
         ap.error("--lanes and --threads must be at least 1")
+    if a.rate is not None and not a.rate > 0:
+        ap.error(f"--rate {a.rate:g}: expected tokens/s above 0")
     now = datetime.datetime.now()
     deadline = last_start = None
     if a.until:
@@ -248,9 +296,15 @@ def main():
             state = state_label(state, step, share_points.hash_of(pid) in done)
             left += target - step
             print("%-12s %-24s %3d  %-58s %s" % (state, sweep, i, pid, why))
-        hours = left * TOKENS_PER_STEP / (a.rate * a.lanes) / 3600
-        print("%d distinct points, %d finished, %d to train: %.1f M tokens, ~%.0f h with %d lane(s) at %g tokens/s each"
-              % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, hours, a.lanes, a.rate))
+        rate, source = a.rate, "--rate"
+        if rate is None:
+            m = measured_rate(os.path.join(HERE, "runs"))
+            rate, source = (m[0], "the median of %d point(s) finished on %s" % (m[2], m[1])) if m else \
+                (1250.0, "no point finished here records its processor: a default")
+        hours = left * TOKENS_PER_STEP / (rate * a.lanes) / 3600
+        print("%d distinct points, %d finished, %d to train: %.1f M tokens, ~%.0f h with %d lane(s) at %.0f tokens/s "
+              "each (%s)" % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, hours,
+                             a.lanes, rate, source))
         return
 
     # A point another process is training (an earlier queue, a `sweep run` by hand) is left to it.
