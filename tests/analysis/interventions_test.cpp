@@ -11,21 +11,14 @@
 #include <cmath>
 #include <map>
 
+#include "tests/analysis/helpers.h"
+
 using namespace ablate;
 using namespace ablate::analysis;
 
 namespace {
 
-modules::ModelOptions tiny() {
-  modules::ModelOptions o;
-  o.d_model = 32;
-  o.n_layers = 2;
-  o.n_heads = 2;
-  o.head_dim = 16;
-  o.vocab = 64;
-  o.max_seq_len = 16;
-  return o;
-}
+using ablate::analysis::testing::tiny;
 
 ProbeExtras quick() {
   ProbeExtras ex;
