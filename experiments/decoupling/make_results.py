@@ -315,16 +315,7 @@ def matches(vars_, want):
 
 
 def read_metrics(path):
-    out = []
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    pass
-    return out
+    return share_points.read_jsonl(path)
 
 
 def num(x):
@@ -503,17 +494,16 @@ def load_sweep(name, results_dir, runs_dir):
         mpath = next((os.path.join(c, "metrics.jsonl") for c in cands
                       if c and os.path.exists(os.path.join(c, "metrics.jsonl"))), None)
         if mpath:
-            pt["cpu"], pt["tokens_per_s"] = run_cpu(os.path.dirname(mpath)), []
+            records = read_metrics(mpath)
+            pt["cpu"], pt["tokens_per_s"] = run_cpu(os.path.dirname(mpath)), share_points.train_rates(records)
             last, train, val = None, [], {}
-            for r in read_metrics(mpath):
+            for r in records:
                 if r.get("split") == "probe" and isinstance(r.get("probe"), dict):
                     n = probe_numbers(r["probe"])
                     last = n
                     pt["curve"].append(dict(step=r.get("step"), **n))
                 elif r.get("split") == "train" and num(r.get("loss")) is not None:
                     train.append((r.get("step") or 0, r["loss"]))
-                    if num(r.get("tokens_per_s")) is not None:
-                        pt["tokens_per_s"].append(r["tokens_per_s"])
                 elif r.get("split") == "val" and num(r.get("loss")) is not None:
                     val[r.get("step")] = r["loss"]
             add_losses(pt["curve"], train, val)
@@ -630,11 +620,7 @@ def keep_earlier_points(rep, old_text, runs_dir):
 
 def run_cpu(run_dir):
     """The processor a run trained on (run.json provenance.cpu; None where it predates the field)."""
-    try:
-        with open(os.path.join(run_dir, "run.json")) as f:
-            return json.load(f).get("provenance", {}).get("cpu")
-    except (OSError, ValueError):
-        return None
+    return share_points.provenance(run_dir).get("cpu")
 
 
 def processors(sweeps):

@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -70,6 +71,48 @@ def hash_of(pid):
 
 def seed_of(pid):
     return re.search(r"seed=(\d+)_", pid).group(1)
+
+
+def read_jsonl(path):
+    """The JSON records of a file with one per line (a run's metrics.jsonl); blank and unparsable lines
+    (a line cut short by a crash) are skipped. OSError when the file cannot be read."""
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass
+    return out
+
+
+def provenance(run_dir):
+    """run.json's provenance of a run (cpu, time, ...), {} when the file is missing, unparsable or
+    predates the field. make_results.py and natural/cpu_queue.py both read it here."""
+    try:
+        with open(os.path.join(run_dir, "run.json")) as f:
+            prov = json.load(f).get("provenance", {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return prov if isinstance(prov, dict) else {}
+
+
+def train_rates(records, skip_steps=None):
+    """The `tokens_per_s` of a run's metrics records (only its training records carry one), in order;
+    with skip_steps, only those logged after that step (the warm-up's are slower): the throughput
+    make_results.py reports and cpu_queue.py estimates with."""
+    rates = []
+    for r in records:
+        if not isinstance(r, dict):
+            continue
+        x, step = r.get("tokens_per_s"), r.get("step", 0)
+        if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+            continue
+        if skip_steps is None or (isinstance(step, (int, float)) and step > skip_steps):
+            rates.append(float(x))
+    return rates
 
 
 def share(ablate, sweeps, dry_run=False, out=print):

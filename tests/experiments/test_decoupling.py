@@ -4,8 +4,10 @@ which RESULTS.md's verdicts rest on, and the CPU order of natural/cpu_queue.py.
 Run by CTest (`experiments`) with the project's Python; ABLATE_BIN names the built binary (the
 queue's test reads the natural sweeps' plans with it, which needs no data).
 """
+import json
 import os
 import sys
+import tempfile
 import unittest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -337,6 +339,26 @@ class QueueClock(unittest.TestCase):
 
 
 class SharePoints(unittest.TestCase):
+    def test_run_records_are_read_once_for_both_scripts(self):
+        # share_points' readers serve make_results (throughput by processor) and cpu_queue (its estimate)
+        recs = [{"step": 50, "tokens_per_s": 900}, {"step": 100, "tokens_per_s": 1800.5},
+                {"step": 150, "tokens_per_s": float("nan")}, {"step": 200, "tokens_per_s": True},
+                {"step": 250, "split": "val", "loss": 4.0}, "not a record", {"step": 300, "tokens_per_s": 1700}]
+        self.assertEqual(share_points.train_rates(recs), [900.0, 1800.5, 1700.0])
+        self.assertEqual(share_points.train_rates(recs, skip_steps=50), [1800.5, 1700.0])
+        with tempfile.TemporaryDirectory() as tmp:
+            self.assertEqual(share_points.provenance(tmp), {})
+            with open(os.path.join(tmp, "run.json"), "w") as f:
+                f.write('{"provenance": "cut')
+            self.assertEqual(share_points.provenance(tmp), {})
+            with open(os.path.join(tmp, "run.json"), "w") as f:
+                json.dump({"provenance": {"cpu": "Intel Xeon (amx)", "time": "2026-12-03T00:00:00Z"}}, f)
+            self.assertEqual(share_points.provenance(tmp)["cpu"], "Intel Xeon (amx)")
+            with open(os.path.join(tmp, "metrics.jsonl"), "w") as f:
+                f.write('{"step": 50, "tokens_per_s": 1000}\n\n{"step": 100, "tokens_per_s": 12\n')
+            self.assertEqual(share_points.read_jsonl(os.path.join(tmp, "metrics.jsonl")),
+                             [{"step": 50, "tokens_per_s": 1000}])
+
     def test_a_shared_run_is_renamed_and_its_checkpoints_are_hard_links(self):
         import json
         import tempfile

@@ -198,12 +198,8 @@ def measured_rate(runs_dir, skip_steps=50):
         sd = os.path.join(runs_dir, sweep)
         for point in sorted(os.listdir(sd)) if os.path.isdir(sd) else []:
             d = os.path.join(sd, point)
-            try:
-                with open(os.path.join(d, "run.json")) as f:
-                    prov = json.load(f).get("provenance", {})
-            except (OSError, ValueError, AttributeError):
-                continue
-            if isinstance(prov, dict) and prov.get("cpu") and prov.get("time"):
+            prov = share_points.provenance(d)
+            if prov.get("cpu") and prov.get("time"):
                 runs.append((str(prov["time"]), str(prov["cpu"]), d))
     if not runs:
         return None
@@ -212,16 +208,8 @@ def measured_rate(runs_dir, skip_steps=50):
     for _, c, d in runs:
         if c != cpu or not os.path.exists(os.path.join(d, "done")):
             continue
-        mine = []
         try:
-            with open(os.path.join(d, "metrics.jsonl")) as f:
-                for line in f:
-                    try:
-                        m = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(m, dict) and "tokens_per_s" in m and m.get("step", 0) > skip_steps:
-                        mine.append(float(m["tokens_per_s"]))
+            mine = share_points.train_rates(share_points.read_jsonl(os.path.join(d, "metrics.jsonl")), skip_steps)
         except OSError:
             continue
         if mine:
