@@ -314,12 +314,7 @@ def matches(vars_, want):
     return all(norm_val(k, vars_.get(k, "")) == norm_val(k, v) for k, v in want.items())
 
 
-def read_metrics(path):
-    return share_points.read_jsonl(path)
-
-
-def num(x):
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+num = share_points.num  # a finite number as float, else None
 
 
 def flat_numbers(x):
@@ -494,7 +489,7 @@ def load_sweep(name, results_dir, runs_dir):
         mpath = next((os.path.join(c, "metrics.jsonl") for c in cands
                       if c and os.path.exists(os.path.join(c, "metrics.jsonl"))), None)
         if mpath:
-            records = read_metrics(mpath)
+            records = share_points.read_jsonl(mpath)
             pt["cpu"], pt["tokens_per_s"] = run_cpu(os.path.dirname(mpath)), share_points.train_rates(records)
             last, train, val = None, [], {}
             for r in records:

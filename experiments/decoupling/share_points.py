@@ -73,6 +73,11 @@ def seed_of(pid):
     return re.search(r"seed=(\d+)_", pid).group(1)
 
 
+def num(x):
+    """x as a float when it is a finite number (not a bool), else None."""
+    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) else None
+
+
 def read_jsonl(path):
     """The JSON records of a file with one per line (a run's metrics.jsonl); blank and unparsable lines
     (a line cut short by a crash) are skipped. OSError when the file cannot be read."""
@@ -103,16 +108,9 @@ def train_rates(records, skip_steps=None):
     """The `tokens_per_s` of a run's metrics records (only its training records carry one), in order;
     with skip_steps, only those logged after that step (the warm-up's are slower): the throughput
     make_results.py reports and cpu_queue.py estimates with."""
-    rates = []
-    for r in records:
-        if not isinstance(r, dict):
-            continue
-        x, step = r.get("tokens_per_s"), r.get("step", 0)
-        if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
-            continue
-        if skip_steps is None or (isinstance(step, (int, float)) and step > skip_steps):
-            rates.append(float(x))
-    return rates
+    return [num(r["tokens_per_s"]) for r in records
+            if isinstance(r, dict) and num(r.get("tokens_per_s")) is not None
+            and (skip_steps is None or (num(r.get("step", 0)) or 0) > skip_steps)]
 
 
 def share(ablate, sweeps, dry_run=False, out=print):

@@ -307,8 +307,6 @@ class QueueClock(unittest.TestCase):
             self.assertNotIn("Traceback", r.stderr)
 
     def test_the_estimate_rate_is_measured_on_the_newest_runs_processor(self):
-        import json
-        import tempfile
         import cpu_queue
 
         def run(tmp, name, cpu, time, rates, done=True):
@@ -339,8 +337,8 @@ class QueueClock(unittest.TestCase):
 
 
 class SharePoints(unittest.TestCase):
-    def test_run_records_are_read_once_for_both_scripts(self):
-        # share_points' readers serve make_results (throughput by processor) and cpu_queue (its estimate)
+    def test_run_record_readers(self):
+        # the readers make_results (throughput by processor) and cpu_queue (its estimate) share
         recs = [{"step": 50, "tokens_per_s": 900}, {"step": 100, "tokens_per_s": 1800.5},
                 {"step": 150, "tokens_per_s": float("nan")}, {"step": 200, "tokens_per_s": True},
                 {"step": 250, "split": "val", "loss": 4.0}, "not a record", {"step": 300, "tokens_per_s": 1700}]
@@ -360,8 +358,6 @@ class SharePoints(unittest.TestCase):
                              [{"step": 50, "tokens_per_s": 1000}])
 
     def test_a_shared_run_is_renamed_and_its_checkpoints_are_hard_links(self):
-        import json
-        import tempfile
         with tempfile.TemporaryDirectory() as tmp:
             src = os.path.join(tmp, "a", "x_seed=0_abcd1234")
             os.makedirs(os.path.join(src, "checkpoints", "step_00000010"))

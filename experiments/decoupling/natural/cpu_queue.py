@@ -36,7 +36,6 @@ point's own output is in its run directory (stdout.log, train.log).
 import argparse
 import concurrent.futures
 import datetime
-import json
 import os
 import re
 import signal
