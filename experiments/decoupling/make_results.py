@@ -1713,9 +1713,9 @@ def main():
                       "build/ablate sweep run %s/%s --slots 2   # the scale scan" % (REL, SCAN[1]),
                       "build/ablate sweep run %s/%s --slots 2   # its first pass (optional)" % (REL, FIRST_SCAN[1]),
                       "build/ablate sweep run %s/%s   # its leads at 4,000 steps" % (REL, LONG_SCAN[1]),
-                      "python3 %s/natural/cpu_queue.py --last-start HH:MM --until HH:MM   # on a CPU host: the "
+                      "python3 %s/natural/cpu_queue.py --until HH:MM [--fit]   # on a CPU host: the "
                       "natural-*.yaml points below, two at a time, in the order that gives verdicts soonest (resumes; "
-                      "--dry-run lists it)" % REL]
+                      "--fit starts only points estimated to end by then; --dry-run lists it)" % REL]
         for axis, fname in axes.items():
             lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
                                                                        REL, fname))

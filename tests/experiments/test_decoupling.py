@@ -4,6 +4,7 @@ which RESULTS.md's verdicts rest on, and the CPU order of natural/cpu_queue.py.
 Run by CTest (`experiments`) with the project's Python; ABLATE_BIN names the built binary (the
 queue's test reads the natural sweeps' plans with it, which needs no data).
 """
+import datetime
 import json
 import os
 import sys
@@ -279,7 +280,6 @@ class Processors(unittest.TestCase):
 
 class QueueClock(unittest.TestCase):
     def test_clock_times_roll_over_to_tomorrow(self):
-        import datetime
         import cpu_queue
         now = datetime.datetime(2026, 12, 2, 9, 30, 15)
         self.assertEqual(cpu_queue.clock_time("10:05", now), datetime.datetime(2026, 12, 2, 10, 5))
@@ -299,11 +299,12 @@ class QueueClock(unittest.TestCase):
     def test_a_bad_clock_flag_exits_2(self):
         import subprocess
         script = os.path.join(DECOUPLING, "natural", "cpu_queue.py")
-        for args in (["--last-start", "25:00"], ["--until", "7pm"], ["--rate", "0"]):
+        for args, message in ((["--last-start", "25:00"], "--last-start 25:00"), (["--until", "7pm"], "--until 7pm"),
+                              (["--rate", "0"], "--rate 0"), (["--fit"], "--fit: needs --until")):
             r = subprocess.run([sys.executable, script, "--ablate", sys.executable] + args,
                                capture_output=True, text=True)
             self.assertEqual(r.returncode, 2, r.stderr)
-            self.assertIn(args[0] + " " + args[1], r.stderr)
+            self.assertIn(message, r.stderr)
             self.assertNotIn("Traceback", r.stderr)
 
     def test_the_estimate_rate_is_measured_on_the_newest_runs_processor(self):
@@ -334,6 +335,59 @@ class QueueClock(unittest.TestCase):
             self.assertEqual(cpu_queue.measured_rate(tmp), (1900.0, "Intel Xeon (amx)", 2))
             run(tmp, "amd2", "AMD EPYC (avx2)", "2026-12-04T00:00:00Z", [(60, 1000.0)])
             self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
+            # a copy made by share_points.py is its source's measurement, not another one
+            run(tmp, "amd3", "AMD EPYC (avx2)", "2026-12-04T01:00:00Z", [(60, 1000.0)])
+            open(os.path.join(tmp, "sweep", "amd3", "shared_from"), "w").close()
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
+
+    def test_each_variant_is_estimated_at_its_rate_relative_to_the_others(self):
+        import cpu_queue
+        self.assertEqual(cpu_queue.variant_of("n_heads=4_head_dim=128_seed=2_830df7b4"), "n_heads=4_head_dim=128")
+        self.assertEqual(cpu_queue.variant_of("seed=0_027dd4d2"), "")
+        # (time, cpu, sweep, variant, finished, rates): on the Xeon the wide heads train at half the
+        # processor's median, on the EPYC at 0.6 of it: the median ratio over processors is 0.55
+        runs = [("t1", "xeon", "hd", "base", True, [2000.0, 2000.0]),
+                ("t2", "xeon", "hd", "wide", True, [1000.0]),
+                ("t3", "xeon", "hd", "narrow", False, [3000.0]),
+                ("t4", "epyc", "hd", "base", True, [1000.0]),
+                ("t5", "epyc", "hd", "wide", True, [600.0]),
+                ("t6", "epyc", "hd", "other", True, [1400.0])]
+        ratios = cpu_queue.relative_rates(runs)
+        self.assertAlmostEqual(ratios[("hd", "wide")], (1000 / 2000 + 600 / 1000) / 2)
+        self.assertAlmostEqual(ratios[("hd", "narrow")], 1.5)
+        self.assertAlmostEqual(cpu_queue.point_rate(2400.0, ratios, "hd", "wide_seed=1_abcdef12"), 2400 * 0.55)
+        self.assertEqual(cpu_queue.point_rate(2400.0, ratios, "hd", "unseen_seed=0_abcdef12"), 2400.0)
+        self.assertEqual(cpu_queue.point_rate(2400.0, ratios, "other-sweep", "wide_seed=0_abcdef12"), 2400.0)
+        # 2,000 steps of 4,096 tokens at 2,400 tokens/s: 56.9 min, 10 % more for evaluation and probes
+        self.assertAlmostEqual(cpu_queue.minutes_left(2400.0, {}, "hd", "x_seed=0_abcdef12", 2000),
+                               2000 * 4096 / 2400 / 60 * 1.10)
+
+    def test_fit_takes_the_first_point_that_ends_in_time(self):
+        import cpu_queue
+        now = datetime.datetime(2026, 12, 3, 23, 0)
+        end = datetime.datetime(2026, 12, 4, 0, 20)
+        self.assertEqual(cpu_queue.first_fit([60.0, 94.0], now, end), 0)
+        self.assertEqual(cpu_queue.first_fit([94.0, 81.0, 80.0, 10.0], now, end), 2)
+        self.assertIsNone(cpu_queue.first_fit([94.0, 81.0], now, end))
+        self.assertIsNone(cpu_queue.first_fit([], now, end))
+
+    def test_the_host_rate_falls_back_to_unfinished_runs_then_a_default(self):
+        import cpu_queue
+        with tempfile.TemporaryDirectory() as tmp:
+            rate, source, runs = cpu_queue.host_rate(tmp)
+            self.assertEqual((rate, runs), (1250.0, []))
+            self.assertEqual(cpu_queue.host_rate(tmp, 999.0)[:2], (999.0, "--rate"))
+            d = os.path.join(tmp, "sweep", "a_seed=0_abcdef12")
+            os.makedirs(d)
+            with open(os.path.join(d, "run.json"), "w") as f:
+                json.dump({"provenance": {"cpu": "Xeon", "time": "2026-12-03T22:00:00Z"}}, f)
+            with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                f.write("".join(json.dumps({"step": s, "tokens_per_s": r}) + "\n"
+                                for s, r in ((50, 10.0), (100, 2400.0), (150, 2500.0), (200, 2450.0))))
+            rate, source, runs = cpu_queue.host_rate(tmp)
+            self.assertEqual(rate, 2450.0)
+            self.assertIn("unfinished runs on Xeon", source)
+            self.assertEqual(runs[0][2:5], ("sweep", "a", False))
 
 
 class SharePoints(unittest.TestCase):

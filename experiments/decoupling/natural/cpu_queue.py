@@ -22,12 +22,21 @@ tokens, one lane not measured there; the runs' `tokens_per_s`, kept in
   after the stop time. `--last-start HH:MM` only keeps new points from starting (a point takes
   50-110 min, depending on the host: one started too close to a session's end stops unfinished,
   and its checkpoint lasts only as long as the host's run directories).
+- `--fit` (with `--until`) starts a point only if it is estimated to end by then, and otherwise the
+  first later point of the queue that is (a stopped point near its end, a faster variant); nothing
+  when none is. For hosts whose run directories do not outlast the session, where a point stopped
+  unfinished is lost. The estimate: the steps left x 4,096 tokens / the point's rate, plus 10 % for
+  evaluation and probes; the point's rate is this host's (--rate, else the median `tokens_per_s`
+  of the points finished here, else of its unfinished runs so far, else 1,250) times its variant's
+  rate relative to the other runs on the processors it ran on (4 x 128 heads: 0.63; a variant not
+  trained anywhere yet counts as 1). The ratios are rough (+-20 %: a processor's runs trained
+  beside different loads), so leave a margin in --until.
 - `--first SWEEP[:PREFIX]` (repeatable) trains the points of SWEEP whose run id starts with PREFIX
   before the rest, without changing ORDER: to finish one prediction's seeds sooner.
 
-    python3 experiments/decoupling/natural/cpu_queue.py --dry-run      # the queue and its state
+    python3 experiments/decoupling/natural/cpu_queue.py --dry-run      # the queue, its state, minutes per point
     python3 experiments/decoupling/natural/cpu_queue.py [--lanes 2] [--threads 1] [--until 08:05]
-                                                        [--last-start 07:10]
+                                                        [--last-start 07:10] [--fit]
                                                         [--first natural-dyt:type=dyt]
 
 The log (one line per start and end) is runs/cpu_queue.log beside the run directories; each
@@ -186,35 +195,102 @@ def finished_hashes(ablate):
     return done
 
 
-def measured_rate(runs_dir, skip_steps=50):
-    """(tokens/s, cpu label, points) for --dry-run's estimate: the median `tokens_per_s` over steps
-    past `skip_steps` of the finished points under runs_dir that were trained on the processor of
-    the most recently started run there (run.json's provenance.cpu and .time: runs_dir holds this
-    host's runs, and records restored from other hosts keep their older times). None when no run
-    there records a cpu label."""
-    runs = []
+def variant_of(pid):
+    """A run id without its seed and hash ("n_heads=4_head_dim=128_seed=2_830df7b4" -> "n_heads=4_head_dim=128"):
+    the seeds of one variant train at the same speed."""
+    return re.sub(r"_?seed=\d+_[0-9a-f]+$", "", pid)
+
+
+def scan_runs(runs_dir, skip_steps=50):
+    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps)] of the runs under
+    runs_dir (runs/<sweep>/<id>) whose run.json names their processor; a copy made by share_points.py
+    (a `shared_from` file) is left out: its rates are its source's, which is there too."""
+    out = []
     for sweep in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
         sd = os.path.join(runs_dir, sweep)
         for point in sorted(os.listdir(sd)) if os.path.isdir(sd) else []:
             d = os.path.join(sd, point)
             prov = share_points.provenance(d)
-            if prov.get("cpu") and prov.get("time"):
-                runs.append((str(prov["time"]), str(prov["cpu"]), d))
+            if not (prov.get("cpu") and prov.get("time")) or os.path.exists(os.path.join(d, "shared_from")):
+                continue
+            try:
+                rates = share_points.train_rates(share_points.read_jsonl(os.path.join(d, "metrics.jsonl")), skip_steps)
+            except OSError:
+                rates = []
+            out.append((str(prov["time"]), str(prov["cpu"]), sweep, variant_of(point),
+                        os.path.exists(os.path.join(d, "done")), rates))
+    return out
+
+
+def measured_rate(runs_dir, skip_steps=50, runs=None):
+    """(tokens/s, cpu label, points) for the estimates: the median `tokens_per_s` over steps past
+    `skip_steps` of the finished points under runs_dir that were trained on the processor of the most
+    recently started run there (run.json's provenance.cpu and .time: runs_dir holds this host's runs,
+    and records restored from other hosts keep their older times). None when no run there records a
+    cpu label or none of that processor has finished. `runs`: scan_runs(runs_dir, skip_steps), if read."""
+    runs = scan_runs(runs_dir, skip_steps) if runs is None else runs
     if not runs:
         return None
     cpu = max(runs)[1]
-    rates, points = [], 0
-    for _, c, d in runs:
-        if c != cpu or not os.path.exists(os.path.join(d, "done")):
-            continue
-        try:
-            mine = share_points.train_rates(share_points.read_jsonl(os.path.join(d, "metrics.jsonl")), skip_steps)
-        except OSError:
-            continue
+    mine = [r for _, c, _, _, finished, r in runs if c == cpu and finished and r]
+    return (statistics.median([x for r in mine for x in r]), cpu, len(mine)) if mine else None
+
+
+def relative_rates(runs):
+    """{(sweep, variant): its tokens/s over its processor's median}, from scan_runs' records: each
+    variant's median rate on a processor divided by that processor's median over all its runs
+    (finished or not), then the median over the processors it ran on. A head_dim 128 point trains at
+    ~0.6-0.8 of the baseline's rate, so one rate for every point misjudges how long it takes."""
+    by_cpu = {}
+    for _, cpu, sweep, variant, _, rates in runs:
+        if rates:
+            by_cpu.setdefault(cpu, {}).setdefault((sweep, variant), []).extend(rates)
+    ratios = {}
+    for variants in by_cpu.values():
+        cpu_median = statistics.median([x for r in variants.values() for x in r])
+        for key, r in variants.items():
+            ratios.setdefault(key, []).append(statistics.median(r) / cpu_median)
+    return {key: statistics.median(r) for key, r in ratios.items()}
+
+
+def point_rate(host_rate, ratios, sweep, pid):
+    """The tokens/s a point is expected to train at on this host (1 x the host's rate for a variant not
+    measured anywhere)."""
+    return host_rate * ratios.get((sweep, variant_of(pid)), 1.0)
+
+
+# Evaluation, probes and checkpoints add to the training steps' time (tokens_per_s times only the
+# steps): a natural point took 78.7 min where 8.2 M tokens at its measured 1.8 k tokens/s are 75.8
+# (cpu_queue.log, session 23); --fit allows 10 %.
+OVERHEAD = 1.10
+
+
+def host_rate(runs_dir, given=None):
+    """(tokens/s of one lane on this host, where it comes from, scan_runs' records): `given` (--rate), else
+    measured_rate's median of the points finished here, else the median of this processor's unfinished
+    runs so far (a fresh host's first points), else 1,250 (the slowest 2-core host seen, AVX2 AMD EPYC)."""
+    runs = scan_runs(runs_dir)
+    if given is not None:
+        return given, "--rate", runs
+    m = measured_rate(runs_dir, runs=runs)
+    if m:
+        return m[0], "the median of %d point(s) finished on %s" % (m[2], m[1]), runs
+    if runs:
+        cpu = max(runs)[1]
+        mine = [x for _, c, _, _, _, r in runs if c == cpu for x in r]
         if mine:
-            rates += mine
-            points += 1
-    return (statistics.median(rates), cpu, points) if rates else None
+            return statistics.median(mine), "the median so far of the unfinished runs on %s" % cpu, runs
+    return 1250.0, "no run here records its processor and rate: a default", runs
+
+
+def minutes_left(rate, ratios, sweep, pid, steps):
+    """Wall minutes to train `steps` more steps of a point, evaluation and probes included (OVERHEAD)."""
+    return steps * TOKENS_PER_STEP / point_rate(rate, ratios, sweep, pid) / 60 * OVERHEAD
+
+
+def first_fit(minutes, now, deadline):
+    """The index of the first point (in queue order) whose estimated minutes end by `deadline`; None when none does."""
+    return next((k for k, m in enumerate(minutes) if now + datetime.timedelta(minutes=m) <= deadline), None)
 
 
 def clock_time(hhmm, now):
@@ -237,8 +313,14 @@ def main():
                          "so that a point that cannot finish before a session ends does not start")
     ap.add_argument("--max-points", type=int, default=0, help="start at most this many points (0: all)")
     ap.add_argument("--rate", type=float,
-                    help="tokens/s of one lane, for --dry-run's estimate (default: the median of the points "
-                         "finished on this host's processor, from their metrics.jsonl; 1250 when there are none)")
+                    help="tokens/s of one baseline-sized lane, for the estimates of --dry-run and --fit (default: "
+                         "the median of the points finished on this host's processor, from their metrics.jsonl; "
+                         "else of its unfinished runs; 1250 when there are none); each variant's rate is this times "
+                         "its rate relative to the others on the processors it ran on")
+    ap.add_argument("--fit", action="store_true",
+                    help="with --until: start only points that the estimate says end before it, taking a later "
+                         "point of the queue that fits when the next does not (for hosts whose run directories "
+                         "do not outlast the session, where a point stopped unfinished is lost)")
     ap.add_argument("--first", action="append", default=[], metavar="SWEEP[:PREFIX]",
                     help="train these points before the rest of the queue (their run ids start with PREFIX; "
                          "repeatable, in the order given): to finish one prediction's seeds sooner")
@@ -262,6 +344,8 @@ def main():
             ap.error(f"--last-start {a.last_start}: expected HH:MM")
         if deadline and last_start > deadline:
             ap.error(f"--last-start {a.last_start} is after --until {a.until}")
+    if a.fit and not deadline:
+        ap.error("--fit: needs --until (the time the points must end by)")
 
     # shared points first (a dry run only counts them: finished_hashes matches by hash)
     share_points.share(a.ablate, share_points.tier_sweeps(natural_only=True), dry_run=a.dry_run, out=lambda _: None)
@@ -274,30 +358,31 @@ def main():
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as ex:
         status = dict(zip(SWEEPS, ex.map(lambda s: sweep_status(a.ablate, s), SWEEPS)))
     todo = [q for q in queue if share_points.hash_of(q[2]) not in done]
+    runs_dir = os.path.join(HERE, "runs")
     if a.dry_run:
-        left = 0
+        rate, source, runs = host_rate(runs_dir, a.rate)
+        ratios = relative_rates(runs)
+        left = minutes = 0
         for sweep, i, pid, d, target, why in queue:
             state, step = status[sweep].get(pid, ("pending", 0))
             if share_points.hash_of(pid) in done:
                 step = target
             state = state_label(state, step, share_points.hash_of(pid) in done)
             left += target - step
-            print("%-12s %-24s %3d  %-58s %s" % (state, sweep, i, pid, why))
-        rate, source = a.rate, "--rate"
-        if rate is None:
-            m = measured_rate(os.path.join(HERE, "runs"))
-            rate, source = (m[0], "the median of %d point(s) finished on %s" % (m[2], m[1])) if m else \
-                (1250.0, "no point finished here records its processor: a default")
-        hours = left * TOKENS_PER_STEP / (rate * a.lanes) / 3600
+            mins = minutes_left(rate, ratios, sweep, pid, target - step)
+            minutes += mins
+            print("%-12s %-24s %3d  %-58s %s%s" % (state, sweep, i, pid, why,
+                                                   "  (~%.0f min)" % mins if step < target else ""))
         print("%d distinct points, %d finished, %d to train: %.1f M tokens, ~%.0f h with %d lane(s) at %.0f tokens/s "
-              "each (%s)" % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, hours,
-                             a.lanes, rate, source))
+              "each (%s; each variant at its measured rate relative to the others)"
+              % (len(queue), len(queue) - len(todo), len(todo), left * TOKENS_PER_STEP / 1e6, minutes / 60 / a.lanes,
+                 a.lanes, rate, source))
         return
 
     # A point another process is training (an earlier queue, a `sweep run` by hand) is left to it.
     busy = [q for q in todo if status[q[0]].get(q[2], ("",))[0] == "running"]
     todo = [q for q in todo if q not in busy]
-    log_path = os.path.join(HERE, "runs", "cpu_queue.log")
+    log_path = os.path.join(runs_dir, "cpu_queue.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     lock = threading.Lock()
     stop = threading.Event()
@@ -337,8 +422,24 @@ def main():
                     late[0] = True
                     log("queue: --last-start %s passed; no further point starts" % a.last_start)
                 return None
+            k = 0
+            if a.fit:
+                rate, _, runs = host_rate(runs_dir, a.rate)
+                ratios = relative_rates(runs)
+                mins = [minutes_left(rate, ratios, sweep, pid, target - last_step(d))
+                        for sweep, _, pid, d, target, _ in todo]
+                k = first_fit(mins, datetime.datetime.now(), deadline)
+                if k is None:
+                    if todo and not late[0]:
+                        late[0] = True
+                        log("queue: no queued point would end before --until %s (the next, %s %d, takes ~%.0f min): "
+                            "no further point starts (--fit)" % (a.until, todo[0][0], todo[0][1], mins[0]))
+                    return None
+                if k > 0:
+                    log("queue: %d point(s) ahead of %s %d would end after --until %s (the first takes ~%.0f min): "
+                        "they wait (--fit)" % (k, todo[k][0], todo[k][1], a.until, mins[0]))
             started[0] += 1
-            return todo.pop(0)
+            return todo.pop(k)
 
     def lane(n):
         env = dict(os.environ, OMP_NUM_THREADS=str(a.threads))
