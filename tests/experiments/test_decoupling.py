@@ -324,21 +324,25 @@ class QueueClock(unittest.TestCase):
 
         with tempfile.TemporaryDirectory() as tmp:
             self.assertIsNone(cpu_queue.measured_rate(os.path.join(tmp, "missing")))
-            run(tmp, "old", None, "2026-11-01T00:00:00Z", [(60, 9000.0)])
+            run(tmp, "v_seed=0_00000001", None, "2026-11-01T00:00:00Z", [(60, 9000.0)])
             self.assertIsNone(cpu_queue.measured_rate(tmp))
-            run(tmp, "amd", "AMD EPYC (avx2)", "2026-11-02T00:00:00Z", [(60, 1200.0), (70, 1300.0)])
-            run(tmp, "xeon1", "Intel Xeon (amx)", "2026-12-01T00:00:00Z", [(10, 50.0), (60, 1800.0), (70, 2000.0)])
-            run(tmp, "xeon2", "Intel Xeon (amx)", "2026-12-02T00:00:00Z", [(60, 1900.0)])
-            run(tmp, "xeon3", "Intel Xeon (amx)", "2026-12-03T00:00:00Z", [(60, 100.0)], done=False)
+            run(tmp, "v_seed=0_00000002", "AMD EPYC (avx2)", "2026-11-02T00:00:00Z", [(60, 1200.0), (70, 1300.0)])
+            run(tmp, "v_seed=0_00000003", "Intel Xeon (amx)", "2026-12-01T00:00:00Z", [(10, 50.0), (60, 1800.0), (70, 2000.0)])
+            run(tmp, "v_seed=1_00000004", "Intel Xeon (amx)", "2026-12-02T00:00:00Z", [(60, 1900.0)])
+            run(tmp, "v_seed=2_00000005", "Intel Xeon (amx)", "2026-12-03T00:00:00Z", [(60, 100.0)], done=False)
             # the newest run (xeon3, still running) names the processor; only finished points count,
             # and the first 50 steps (warm-up) do not
             self.assertEqual(cpu_queue.measured_rate(tmp), (1900.0, "Intel Xeon (amx)", 2))
-            run(tmp, "amd2", "AMD EPYC (avx2)", "2026-12-04T00:00:00Z", [(60, 1000.0)])
+            run(tmp, "v_seed=1_00000006", "AMD EPYC (avx2)", "2026-12-04T00:00:00Z", [(60, 1000.0)])
             self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
-            # a copy made by share_points.py is its source's measurement, not another one
-            run(tmp, "amd3", "AMD EPYC (avx2)", "2026-12-04T01:00:00Z", [(60, 1000.0)])
-            open(os.path.join(tmp, "sweep", "amd3", "shared_from"), "w").close()
+            # a run with an earlier one's hash (a copy made by share_points.py, in another sweep) is that
+            # run's measurement, not another one
+            d = os.path.join(tmp, "other-sweep", "w_seed=1_00000006")
+            os.makedirs(os.path.dirname(d))
+            os.rename(os.path.join(tmp, "sweep", "v_seed=1_00000006"), d)
+            run(tmp, "v_seed=1_00000006", "AMD EPYC (avx2)", "2026-12-04T01:00:00Z", [(60, 1000.0)])
             self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
+            self.assertEqual(len(cpu_queue.scan_runs(tmp)), 5)
 
     def test_each_variant_is_estimated_at_its_rate_relative_to_the_others(self):
         import cpu_queue

@@ -27,7 +27,8 @@ tokens, one lane not measured there; the runs' `tokens_per_s`, kept in
   when none is. For hosts whose run directories do not outlast the session, where a point stopped
   unfinished is lost. The estimate: the steps left x 4,096 tokens / the point's rate, plus 10 % for
   evaluation and probes; the point's rate is this host's (--rate, else the median `tokens_per_s`
-  of the points finished here, else of its unfinished runs so far, else 1,250) times its variant's
+  of the points finished here, else of its unfinished runs so far, each over its variant's ratio
+  below, else 1,250) times its variant's
   rate relative to the other runs on the processors it ran on (4 x 128 heads: 0.63; a variant not
   trained anywhere yet counts as 1). The ratios are rough (+-20 %: a processor's runs trained
   beside different loads), so leave a margin in --until.
@@ -202,17 +203,22 @@ def variant_of(pid):
 
 
 def scan_runs(runs_dir, skip_steps=50):
-    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps)] of the runs under
-    runs_dir (runs/<sweep>/<id>) whose run.json names their processor; a copy made by share_points.py
-    (a `shared_from` file) is left out: its rates are its source's, which is there too."""
-    out = []
-    for sweep in sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []:
+    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps)] of the distinct
+    runs under runs_dir (runs/<sweep>/<id>) whose run.json names their processor. A run whose id's hash
+    suffix an earlier one has (a copy made by share_points.py, or restored by make_results.py without
+    its `shared_from` file: the baseline is in ten sweeps) is left out: its rates are that run's. The
+    sweeps are read in the queue's order (SWEEPS), then the rest, so a run is keyed by the sweep the
+    queue names it by."""
+    out, seen = [], set()
+    sweeps = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
+    for sweep in [s for s in SWEEPS if s in sweeps] + [s for s in sweeps if s not in SWEEPS]:
         sd = os.path.join(runs_dir, sweep)
         for point in sorted(os.listdir(sd)) if os.path.isdir(sd) else []:
             d = os.path.join(sd, point)
             prov = share_points.provenance(d)
-            if not (prov.get("cpu") and prov.get("time")) or os.path.exists(os.path.join(d, "shared_from")):
+            if not (prov.get("cpu") and prov.get("time")) or point.rsplit("_", 1)[-1] in seen:
                 continue
+            seen.add(point.rsplit("_", 1)[-1])
             try:
                 rates = share_points.train_rates(share_points.read_jsonl(os.path.join(d, "metrics.jsonl")), skip_steps)
             except OSError:
@@ -224,15 +230,18 @@ def scan_runs(runs_dir, skip_steps=50):
 
 def measured_rate(runs_dir, skip_steps=50, runs=None):
     """(tokens/s, cpu label, points) for the estimates: the median `tokens_per_s` over steps past
-    `skip_steps` of the finished points under runs_dir that were trained on the processor of the most
-    recently started run there (run.json's provenance.cpu and .time: runs_dir holds this host's runs,
+    `skip_steps`, each divided by its variant's relative rate (relative_rates: so the figure is this
+    processor's median lane whichever variants it trained), of the finished points under runs_dir that
+    were trained on the processor of the most recently started run there (run.json's provenance.cpu and .time: runs_dir holds this host's runs,
     and records restored from other hosts keep their older times). None when no run there records a
     cpu label or none of that processor has finished. `runs`: scan_runs(runs_dir, skip_steps), if read."""
     runs = scan_runs(runs_dir, skip_steps) if runs is None else runs
     if not runs:
         return None
     cpu = max(runs)[1]
-    mine = [r for _, c, _, _, finished, r in runs if c == cpu and finished and r]
+    ratios = relative_rates(runs)
+    mine = [[x / ratios.get((sweep, variant), 1.0) for x in r]
+            for _, c, sweep, variant, finished, r in runs if c == cpu and finished and r]
     return (statistics.median([x for r in mine for x in r]), cpu, len(mine)) if mine else None
 
 
@@ -256,7 +265,7 @@ def relative_rates(runs):
 def point_rate(host_rate, ratios, sweep, pid):
     """The tokens/s a point is expected to train at on this host (1 x the host's rate for a variant not
     measured anywhere)."""
-    return host_rate * ratios.get((sweep, variant_of(pid)), 1.0)
+    return max(host_rate * ratios.get((sweep, variant_of(pid)), 1.0), 1.0)
 
 
 # Evaluation, probes and checkpoints add to the training steps' time (tokens_per_s times only the
@@ -277,10 +286,12 @@ def host_rate(runs_dir, given=None):
         return m[0], "the median of %d point(s) finished on %s" % (m[2], m[1]), runs
     if runs:
         cpu = max(runs)[1]
-        mine = [x for _, c, _, _, _, r in runs if c == cpu for x in r]
+        ratios = relative_rates(runs)
+        mine = [x / ratios.get((sweep, variant), 1.0) for _, c, sweep, variant, _, r in runs if c == cpu for x in r]
         if mine:
             return statistics.median(mine), "the median so far of the unfinished runs on %s" % cpu, runs
-    return 1250.0, "no run here records its processor and rate: a default", runs
+        return 1250.0, "no rate measured yet on %s: a default" % cpu, runs
+    return 1250.0, "no run here records its processor: a default", runs
 
 
 def minutes_left(rate, ratios, sweep, pid, steps):
@@ -313,7 +324,7 @@ def main():
                          "so that a point that cannot finish before a session ends does not start")
     ap.add_argument("--max-points", type=int, default=0, help="start at most this many points (0: all)")
     ap.add_argument("--rate", type=float,
-                    help="tokens/s of one baseline-sized lane, for the estimates of --dry-run and --fit (default: "
+                    help="tokens/s of this processor's median lane, for the estimates of --dry-run and --fit (default: "
                          "the median of the points finished on this host's processor, from their metrics.jsonl; "
                          "else of its unfinished runs; 1250 when there are none); each variant's rate is this times "
                          "its rate relative to the others on the processors it ran on")
@@ -430,10 +441,10 @@ def main():
                         for sweep, _, pid, d, target, _ in todo]
                 k = first_fit(mins, datetime.datetime.now(), deadline)
                 if k is None:
-                    if todo and not late[0]:
-                        late[0] = True
+                    if todo:
                         log("queue: no queued point would end before --until %s (the next, %s %d, takes ~%.0f min): "
-                            "no further point starts (--fit)" % (a.until, todo[0][0], todo[0][1], mins[0]))
+                            "this lane stops (--fit; another lane re-estimates when its point ends)"
+                            % (a.until, todo[0][0], todo[0][1], mins[0]))
                     return None
                 if k > 0:
                     log("queue: %d point(s) ahead of %s %d would end after --until %s (the first takes ~%.0f min): "
