@@ -160,6 +160,7 @@ SinkAccumulator::SinkAccumulator(SinkOptions options, int64_t layers)
   distance_count_.resize(layers);
   delim_.resize(layers);
   bias_.resize(layers);
+  share_.resize(layers);
   alpha_.assign(layers, std::vector<at::Tensor>(options.max_k));
   delim_count_.assign(layers, 0);
 }
@@ -185,6 +186,13 @@ void SinkAccumulator::add_layer(int64_t layer, const at::Tensor& attention, int6
   // Gu et al.: alpha_k, k 1-based, key position k-1, queries t >= k-1.
   for (int64_t k = 1; k <= options_.max_k && k <= Q; ++k) {
     add_to(alpha_[layer][k - 1], a.select(3, k - 1).narrow(2, k - 1, Q - k + 1).mean(2).sum(0));
+  }
+  // Share form of alpha_1: each query row renormalised over its stream keys (rows whose stream
+  // mass is 0 count as 0).
+  {
+    const at::Tensor row = a.sum(3);  // (B, H, Q)
+    const at::Tensor share = at::where(row.gt(1e-12), a.select(3, 0) / row.clamp_min(1e-300), at::zeros_like(row));
+    add_to(share_[layer], share.mean(2).sum(0));
   }
   if (key_offset > 0) {
     add_to(bias_[layer], a_all.narrow(3, 0, key_offset).sum(3).mean(2).sum(0));
@@ -231,14 +239,19 @@ SinkReport SinkAccumulator::finish() const {
   }
   r.sequences = sequences_[0];
   const double n = static_cast<double>(r.sequences);
-  std::vector<at::Tensor> mass, dist, bias, delim;
+  std::vector<at::Tensor> mass, dist, bias, delim, share;
   for (int64_t l = 0; l < layers_; ++l) {
     mass.push_back(mass_[l] / n);
+    share.push_back(share_[l] / n);
     dist.push_back(distance_[l] / distance_count_[l].clamp_min(1.0));
     if (bias_[l].defined()) bias.push_back(bias_[l] / n);
     if (delim_[l].defined()) delim.push_back(delim_[l] / std::max<double>(1.0, delim_count_[l]));
   }
   r.mass = at::stack(mass);
+  r.alpha1_share = at::stack(share);
+  const at::Tensor share_above = (r.alpha1_share > options_.epsilon).to(at::kDouble);  // (L, H)
+  r.sink_eps_share = share_above.mean().item<double>();
+  for (int64_t l = 0; l < layers_; ++l) r.sink_eps_share_per_layer.push_back(share_above[l].mean().item<double>());
   r.distance = at::stack(dist);
   if (static_cast<int64_t>(bias.size()) == layers_) r.bias_mass = at::stack(bias);
   if (static_cast<int64_t>(delim.size()) == layers_) {

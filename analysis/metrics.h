@@ -104,6 +104,12 @@ struct SinkReport {
   std::vector<at::Tensor> alpha;
   std::vector<double> sink_eps;                // Sink_k^eps, k = 1..max_k: fraction of heads with alpha_k > eps
   std::vector<double> sink_eps_per_layer;      // Sink_1^eps per layer (fraction of its heads)
+  // Row-normalised (share) form of alpha_1: mean over queries t >= 0 of A[t, 0] / sum_s A[t, s]
+  // over stream keys 0..t, so that unnormalised rows (sigmoid) compare with softmax ones; equal
+  // to alpha_1 where stream rows sum to 1 (softmax, sink_token). (L, H) float64; Sink^eps on it.
+  at::Tensor alpha1_share;
+  double sink_eps_share = 0;
+  std::vector<double> sink_eps_share_per_layer;
   // First delimiter (positions given per sequence): alpha over sequences that have one.
   int64_t delimiter_sequences = 0;
   at::Tensor delimiter_alpha;  // (L, H) float64, undefined when never measured
@@ -132,7 +138,7 @@ class SinkAccumulator {
   int64_t layers_;
   int64_t heads_ = 0;
   std::vector<int64_t> sequences_;  // per layer
-  std::vector<at::Tensor> mass_, distance_, distance_count_, delim_, bias_;  // per layer (H,)
+  std::vector<at::Tensor> mass_, distance_, distance_count_, delim_, bias_, share_;  // per layer (H,)
   std::vector<std::vector<at::Tensor>> alpha_;                            // [layer][k-1] (H,)
   std::vector<int64_t> delim_count_;
 };

@@ -448,6 +448,8 @@ nlohmann::json to_json(const ProbeReport& r) {
                {"sink_eps", k.sink_eps.empty() ? 0.0 : k.sink_eps[0]},
                {"sink_eps_per_layer", k.sink_eps_per_layer},
                {"alpha1", tensor_json(k.alpha.empty() ? at::Tensor() : k.alpha[0])},
+               {"sink_eps_share", k.sink_eps_share}, {"sink_eps_share_per_layer", k.sink_eps_share_per_layer},
+               {"alpha1_share", tensor_json(k.alpha1_share)},
                {"mass_per_head", tensor_json(k.mass)}, {"distance", tensor_json(k.distance)},
                {"locality_alpha_corr", finite(k.locality_alpha_corr)},
                {"bias_mass", tensor_json(k.bias_mass)}};
@@ -522,8 +524,8 @@ std::string to_table(const ProbeReport& r) {
       << r.sink.sink_eps_per_layer[l] << "  " << r.sink.distance[l].mean().item<double>() << "\n";
   }
   o << "sink mass " << r.sink.sink_mass << "  Sink_1^" << r.sink.epsilon << " "
-    << (r.sink.sink_eps.empty() ? 0.0 : r.sink.sink_eps[0]) << "  corr(distance, alpha1) "
-    << r.sink.locality_alpha_corr << "\n";
+    << (r.sink.sink_eps.empty() ? 0.0 : r.sink.sink_eps[0]) << " (row share " << r.sink.sink_eps_share
+    << ")  corr(distance, alpha1) " << r.sink.locality_alpha_corr << "\n";
   if (r.sink.delimiter_alpha.defined()) {
     o << "first-delimiter Sink^" << r.sink.epsilon << " " << r.sink.delimiter_sink_eps << " over "
       << r.sink.delimiter_sequences << " sequences\n";

@@ -261,13 +261,17 @@ def predictions(tp):
         dict(id="P13", change="sigmoid attention, no normalisation (Gu et al.)", paper="Sink 0.44 %, no massive activations",
              expected="both gone",
              rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb=sig_b)],
-             tests=[(m + ": sigmoid b=%s vs softmax" % b, "down", metric, B("sink-free"), V("sink-free", attn="sigmoid", sb=b))
-                    for b in ("0.0", sig_b) for m, metric in (("sink", "sink_eps_max"), ("spike", "spike_magnitude"))],
-             note="Sigmoid rows are not normalised and Ablate's probe applies the sink formulas to the raw "
-                  "weights: with b = 0 every weight starts at sigmoid(0) = 0.5 > 0.3, so Sink^0.3 counts a head "
-                  "whose weights are flat; b = %s (about -ln T) keeps the raw numbers meaningful. The "
-                  "row-normalised share A[t,0] / sum_j A[t,j] would be the comparable measure; the probe does "
-                  "not record it." % sig_b),
+             tests=[t for b in ("0.0", sig_b) for t in (
+                 ("sink (row share): sigmoid b=%s vs softmax" % b, "down", "sink_eps_max", B("sink-free"),
+                  V("sink-free", attn="sigmoid", sb=b), "sink_share_eps_max"),
+                 ("spike: sigmoid b=%s vs softmax" % b, "down", "spike_magnitude", B("sink-free"),
+                  V("sink-free", attn="sigmoid", sb=b)))],
+             note="Sigmoid rows are not normalised, so the raw Sink^0.3 of the table counts heads whose "
+                  "weights are merely large: with b = 0 every weight starts at sigmoid(0) = 0.5 > 0.3, a flat "
+                  "head. The sink tests therefore read the row-normalised share of position 0, A[t,0] / "
+                  "sum_{s<=t} A[t,s] (the probe's `sink.sink_eps_share_per_layer`, largest layer), against the "
+                  "softmax baseline's max layer Sink^0.3, which is the same number there (its rows sum to 1). "
+                  "Seeds probed before the probe recorded the share cannot be read by these tests."),
         dict(id="P14", change="learnable k / kv bias (Gu et al., Sun et al.)",
              paper="sink moves onto the bias; kv bias removes spikes", expected="sink off token 0",
              rows=[B("sink-free")] + [V("sink-free", attn=a, sb="0.0") for a in ("k_bias", "kv_bias", "softmax1", "sink_token")],
@@ -352,6 +356,7 @@ def probe_numbers(pr):
     if isinstance(peak, int) and 0 <= peak < len(blocks):
         ratio = num(blocks[peak].get("ratio"))
     per_layer = [num(x) for x in (sink.get("sink_eps_per_layer") or []) if num(x) is not None]
+    share_per_layer = [num(x) for x in (sink.get("sink_eps_share_per_layer") or []) if num(x) is not None]
     # top-1/median per block b >= 1 (the blocks the spike magnitude is taken over): Sun et al.
     # compare an entry with the median of its own block, and the block of the largest activation
     # (spike_ratio) need not be the block where it stands out most. Only blocks that carry the spike
@@ -370,6 +375,9 @@ def probe_numbers(pr):
         "sink_mass": num(sink.get("mass")),
         "sink_eps": num(sink.get("sink_eps")),
         "sink_eps_max": max(per_layer) if per_layer else None,
+        # the same on the row-normalised share of position 0 (comparable for unnormalised sigmoid
+        # rows); None in records probed before the probe recorded it
+        "sink_share_eps_max": max(share_per_layer) if share_per_layer else None,
         # the largest per-head alpha_1 (attention on position 0): what Sink^0.3 thresholds, graded
         "alpha1_max": max_tensor(sink.get("alpha1")),
         "bias_mass": mean_tensor(sink.get("bias_mass")),
@@ -412,14 +420,14 @@ def full_probe(run_dir, sets=(), name="final_probe.json"):
 
 POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
               "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss",
-              "norm_input_top1", "norm_input_ratio", "alpha1_max", "ratio_block_max"] + FULL_PROBE_COLS
+              "norm_input_top1", "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_share_eps_max"] + FULL_PROBE_COLS
 CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max",
               "alpha1_max", "ratio_block_max", "train_loss", "val_loss"]
 
 
 # Per-point numbers read from the run's records rather than the sweep report.
 EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
-              "norm_input_ratio", "alpha1_max", "ratio_block_max"] + FULL_PROBE_COLS
+              "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_share_eps_max"] + FULL_PROBE_COLS
 
 
 def add_losses(curve, train, val):
@@ -818,6 +826,10 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         return "inconclusive", ev + ": the threshold is within 2 s.e."
     ref = values(ref_pts, metric)
     no_sink = baseline_without_sink(kind, metric, ref_pts)
+    if not var and vm != metric and values(var_pts, metric):
+        # finished seeds whose records predate the variant's measure (e.g. the row-share Sink^0.3)
+        return "inconclusive", ("the variant's %d finished seed(s) were probed before the probe recorded %s"
+                                % (len(values(var_pts, metric)), vm)) + ("; and " + no_sink if no_sink else "")
     if no_sink and not var:
         return "inconclusive", "no seed of the variant trained, and none is needed: " + no_sink
     if not var:
@@ -1185,6 +1197,12 @@ def render_tier(tier, desc, axes, data, out, cost=None):
             d.append(table_head(extra))
             for sel in rows:
                 d.append(row_for(data, sel, extra))
+            if pred["id"] == "P13":
+                d.append("")
+                d.append("Max layer Sink^0.3 on the row share (last probe): " + ", ".join(
+                    "%s %s" % (lab, pm(mean_sd([p.get("sink_share_eps_max") for p in (data.select(sel) or [])]), "{:.3f}"))
+                    for lab, sel in [("softmax", rows[0])] + [
+                        ("sigmoid b %s" % sel[1]["model.attention.sigmoid_bias"], sel) for sel in rows[1:]]) + ".")
             if pred["id"] == "P14":
                 d.append("")
                 d.append("Bias-key mass (mean attention on the learned key, last probe): " + ", ".join(

@@ -106,6 +106,48 @@ TEST_CASE("spike channels fall back to the largest channels without massive entr
   CHECK(p.spike_magnitude == Approx(20.0));
 }
 
+TEST_CASE("Sink^eps share form: unnormalised rows renormalised over stream keys", "[metrics]") {
+  const int64_t Q = 16, B = 2;
+  SinkAccumulator acc({/*epsilon=*/0.3, /*max_k=*/1}, /*layers=*/1);
+  // head 0: a softmax-like row (sums to 1): the share equals alpha_1.
+  // head 1: sigmoid-like flat rows, 0.5 on every causal key: raw alpha_1 > 0.3 everywhere, yet
+  //         key 0's share of row t is 1 / (t + 1).
+  // head 2: sigmoid-like rows that are small but put 4x key 0's weight there: raw alpha_1 below
+  //         0.3, share above it.
+  // head 3: a row with no stream mass (all on an extra key after the stream): share 0 there.
+  at::Tensor a = at::zeros({4, Q, Q + 1}, at::kDouble);
+  a[0].narrow(1, 0, Q).copy_(sink_uniform(Q, 0.6));
+  double share1 = 0, share2 = 0, raw2 = 0;
+  for (int64_t t = 0; t < Q; ++t) {
+    for (int64_t s = 0; s <= t; ++s) {
+      a[1][t][s] = 0.5;
+      a[2][t][s] = s == 0 ? 0.08 : 0.02;
+    }
+    a[3][t][Q] = 1.0;
+    share1 += 1.0 / static_cast<double>(t + 1);
+    share2 += 0.08 / (0.08 + 0.02 * static_cast<double>(t));
+    raw2 += 0.08;
+  }
+  acc.add_layer(0, a.unsqueeze(0).expand({B, 4, Q, Q + 1}).to(at::kFloat));
+  const SinkReport r = acc.finish();
+  const at::Tensor alpha = r.alpha[0][0], share = r.alpha1_share[0];
+  CHECK(share[0].item<double>() == Approx(alpha[0].item<double>()));
+  CHECK(alpha[1].item<double>() == Approx(0.5));
+  CHECK(share[1].item<double>() == Approx(share1 / Q));
+  CHECK(alpha[2].item<double>() == Approx(raw2 / Q));
+  CHECK(share[2].item<double>() == Approx(share2 / Q));
+  CHECK(share[3].item<double>() == Approx(0.0));
+  // Raw Sink^0.3: heads 0 and 1 (0.5 > 0.3); share: heads 0 and 2 (H_16 / 16 = 0.21, 0.38).
+  CHECK(share1 / Q < 0.3);
+  CHECK(share2 / Q > 0.3);
+  CHECK(r.sink_eps[0] == Approx(0.5));
+  CHECK(r.sink_eps_share == Approx(0.5));
+  REQUIRE(r.sink_eps_share_per_layer.size() == 1);
+  CHECK(r.sink_eps_share_per_layer[0] == Approx(0.5));
+  CHECK(r.alpha1_share[0][1].item<double>() < r.alpha[0][0][1].item<double>());
+  CHECK(r.alpha1_share[0][2].item<double>() > r.alpha[0][0][2].item<double>());
+}
+
 TEST_CASE("Sink^eps: exactly 40% of heads above epsilon; mass form", "[metrics]") {
   const int64_t Q = 8, B = 3;
   SinkAccumulator acc({/*epsilon=*/0.3, /*max_k=*/2}, /*layers=*/2);
@@ -122,6 +164,8 @@ TEST_CASE("Sink^eps: exactly 40% of heads above epsilon; mass form", "[metrics]"
   CHECK(r.sequences == B);
   CHECK(r.heads == 5);
   CHECK(r.sink_eps[0] == Approx(0.4));
+  CHECK(r.alpha1_share.allclose(r.alpha[0]));  // rows sum to 1: the share is alpha_1
+  CHECK(r.sink_eps_share == Approx(0.4));
   CHECK(r.sink_eps_per_layer[0] == Approx(0.6));
   CHECK(r.sink_eps_per_layer[1] == Approx(0.2));
   CHECK(r.alpha[0][0][0].item<double>() == Approx((1.0 + 0.8 * 7) / 8));  // query 0 counts (Gu)

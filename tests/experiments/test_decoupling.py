@@ -89,6 +89,27 @@ class Tests(unittest.TestCase):
         self.assertIsNone(mr.baseline_without_sink("down", "sink_eps_max", pts({0: 0.0}, "sink_eps_max")))
         self.assertIsNone(mr.baseline_without_sink("down", "spike_magnitude", pts({0: 1.0, 1: 2.0})))
 
+    def test_a_variant_metric_reads_the_variant_only(self):
+        # P13: the sigmoid variant's row-share Sink^0.3 against the softmax baseline's raw one
+        base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
+        raw = pts({0: 1.0, 1: 1.0, 2: 1.0}, "sink_eps_max")
+        share = [dict(p, sink_share_eps_max=0.0) for p in raw]
+        self.assertEqual(mr.run_test("down", "sink_eps_max", base, share, "sink_share_eps_max")[0],
+                         "reproduced in direction")
+        self.assertEqual(mr.run_test("down", "sink_eps_max", base, share)[0], "not reproduced")
+        # finished seeds probed before the probe recorded the variant's measure: said so, not "not run"
+        v, ev = mr.run_test("down", "sink_eps_max", base, raw, "sink_share_eps_max")
+        self.assertEqual(v, "inconclusive")
+        self.assertIn("3 finished seed(s) were probed before the probe recorded sink_share_eps_max", ev)
+        v, ev = mr.run_test("down", "sink_eps_max", pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max"), raw,
+                            "sink_share_eps_max")
+        self.assertIn("; and the baseline has no sink to remove", ev)
+
+    def test_probe_numbers_read_the_row_share(self):
+        n = mr.probe_numbers({"sink": {"sink_eps_per_layer": [1.0, 0.5], "sink_eps_share_per_layer": [0.0, 0.5]}})
+        self.assertEqual((n["sink_eps_max"], n["sink_share_eps_max"]), (1.0, 0.5))
+        self.assertIsNone(mr.probe_numbers({"sink": {"sink_eps_per_layer": [1.0]}})["sink_share_eps_max"])
+
     def test_stays_and_halved(self):
         base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
         self.assertEqual(mr.run_test("stays", "sink_eps_max", base, pts({0: 0.5, 1: 0.45, 2: 0.55}, "sink_eps_max"))[0],
