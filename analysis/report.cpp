@@ -242,6 +242,7 @@ json compare_json(const std::vector<RunData>& runs) {
                 {"step_down", at_path(p, {"spike", "step_down"})},
                 {"sink_mass", at_path(p, {"sink", "mass"})},
                 {"sink_eps", at_path(p, {"sink", "sink_eps"})},
+                {"sink_eps_share", at_path(p, {"sink", "sink_eps_share"})},
                 {"sink_epsilon", at_path(p, {"sink", "epsilon"})},
                 {"locality_alpha_corr", at_path(p, {"sink", "locality_alpha_corr"})},
                 {"spike_token_cosine", at_path(p, {"geometry", "cosine"})},

@@ -726,7 +726,15 @@ std::string status_table(const Plan& plan) {
 
 namespace {
 const std::vector<std::string> kMetrics = {"val_loss", "train_loss", "spike_magnitude", "sink_mass", "sink_eps",
-                                           "sink_eps_max"};
+                                           "sink_eps_max", "sink_eps_share_max"};
+// Largest number of a JSON array, -1 when it has none.
+double array_max(const json& a) {
+  double mx = -1;
+  if (a.is_array())
+    for (const auto& x : a)
+      if (x.is_number()) mx = std::max(mx, x.get<double>());
+  return mx;
+}
 }
 
 json report_json(const Plan& plan) {
@@ -758,12 +766,10 @@ json report_json(const Plan& plan) {
             const json& s = pr["sink"];
             if (s.contains("mass")) row["sink_mass"] = s["mass"];
             if (s.contains("sink_eps")) row["sink_eps"] = s["sink_eps"];
-            if (s.contains("sink_eps_per_layer") && s["sink_eps_per_layer"].is_array()) {
-              double mx = -1;
-              for (const auto& x : s["sink_eps_per_layer"])
-                if (x.is_number()) mx = std::max(mx, x.get<double>());
-              if (mx >= 0) row["sink_eps_max"] = mx;
-            }
+            if (const double mx = array_max(s.contains("sink_eps_per_layer") ? s["sink_eps_per_layer"] : json()); mx >= 0) row["sink_eps_max"] = mx;
+            // row-share form (records probed before the probe had it: null)
+            if (const double mx = array_max(s.contains("sink_eps_share_per_layer") ? s["sink_eps_share_per_layer"] : json()); mx >= 0)
+              row["sink_eps_share_max"] = mx;
           }
         }
       }
@@ -859,12 +865,12 @@ std::string pm(const json& stat, int precision) {
 }
 std::vector<std::vector<std::string>> variant_rows(const json& report) {
   std::vector<std::vector<std::string>> rows = {
-      {"variant", "seeds", "val loss", "spike", "sink mass", "Sink^eps", "max Sink^eps/layer"}};
+      {"variant", "seeds", "val loss", "spike", "sink mass", "Sink^eps", "max Sink^eps/layer", "row share"}};
   for (const auto& v : report["variants"])
     rows.push_back({v["variant"].get<std::string>(), std::to_string(v["val_loss"]["n"].get<size_t>()) + "/" +
                                                          std::to_string(v["seeds"].size()),
                     pm(v["val_loss"], 4), pm(v["spike_magnitude"], 4), pm(v["sink_mass"], 3), pm(v["sink_eps"], 3),
-                    pm(v["sink_eps_max"], 3)});
+                    pm(v["sink_eps_max"], 3), pm(v["sink_eps_share_max"], 3)});
   return rows;
 }
 std::string order_line(const json& report) {

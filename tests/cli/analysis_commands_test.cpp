@@ -138,6 +138,8 @@ TEST_CASE("probe reproduces the in-training probe of the same step") {
   CHECK(full["sink"]["sink_eps"] == trained["sink"]["sink_eps"]);
   CHECK(full["sink"]["sink_eps_per_layer"] == trained["sink"]["sink_eps_per_layer"]);
   CHECK(full["sink"]["alpha1"] == trained["sink"]["alpha1"]);
+  CHECK(full["sink"]["alpha1_share"] == trained["sink"]["alpha1_share"]);
+  CHECK(full["sink"]["sink_eps_share_per_layer"] == trained["sink"]["sink_eps_share_per_layer"]);
 
   // An earlier checkpoint, given directly, matches its own step; the default output lies beside it.
   const fs::path ckpt3 = r.pre / "checkpoints" / "step_00000003";

@@ -224,6 +224,7 @@ grid:
   std::string header, line;
   std::getline(in, header);
   CHECK_THAT(header, Catch::StartsWith("variant,model.norm.placement,seeds,val_loss_mean,val_loss_std"));
+  CHECK_THAT(header, Catch::Contains(",sink_eps_max_mean,sink_eps_max_std,sink_eps_share_max_mean,sink_eps_share_max_std"));
   int rows = 0;
   while (std::getline(in, line)) {
     ++rows;
