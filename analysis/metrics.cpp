@@ -187,11 +187,12 @@ void SinkAccumulator::add_layer(int64_t layer, const at::Tensor& attention, int6
   for (int64_t k = 1; k <= options_.max_k && k <= Q; ++k) {
     add_to(alpha_[layer][k - 1], a.select(3, k - 1).narrow(2, k - 1, Q - k + 1).mean(2).sum(0));
   }
-  // Share form of alpha_1: each query row renormalised over its stream keys (rows whose stream
-  // mass is 0 count as 0).
+  // Share form of alpha_1: each query row renormalised over its causal stream keys 0..t (rows
+  // whose stream mass is exactly 0 count as 0; float64, so tiny sigmoid rows keep their share).
   {
-    const at::Tensor row = a.sum(3);  // (B, H, Q)
-    const at::Tensor share = at::where(row.gt(1e-12), a.select(3, 0) / row.clamp_min(1e-300), at::zeros_like(row));
+    const at::Tensor causal = at::ones({Q, Q}, at::kDouble).tril();
+    const at::Tensor row = (a * causal).sum(3);  // (B, H, Q)
+    const at::Tensor share = at::where(row.gt(0.0), a.select(3, 0) / row.clamp_min(1e-300), at::zeros_like(row));
     add_to(share_[layer], share.mean(2).sum(0));
   }
   if (key_offset > 0) {

@@ -263,7 +263,7 @@ def predictions(tp):
              rows=[B("sink-free"), V("sink-free", attn="sigmoid", sb="0.0"), V("sink-free", attn="sigmoid", sb=sig_b)],
              tests=[t for b in ("0.0", sig_b) for t in (
                  ("sink (row share): sigmoid b=%s vs softmax" % b, "down", "sink_eps_max", B("sink-free"),
-                  V("sink-free", attn="sigmoid", sb=b), "sink_share_eps_max"),
+                  V("sink-free", attn="sigmoid", sb=b), "sink_eps_share_max"),
                  ("spike: sigmoid b=%s vs softmax" % b, "down", "spike_magnitude", B("sink-free"),
                   V("sink-free", attn="sigmoid", sb=b)))],
              note="Sigmoid rows are not normalised, so the raw Sink^0.3 of the table counts heads whose "
@@ -377,7 +377,7 @@ def probe_numbers(pr):
         "sink_eps_max": max(per_layer) if per_layer else None,
         # the same on the row-normalised share of position 0 (comparable for unnormalised sigmoid
         # rows); None in records probed before the probe recorded it
-        "sink_share_eps_max": max(share_per_layer) if share_per_layer else None,
+        "sink_eps_share_max": max(share_per_layer) if share_per_layer else None,
         # the largest per-head alpha_1 (attention on position 0): what Sink^0.3 thresholds, graded
         "alpha1_max": max_tensor(sink.get("alpha1")),
         "bias_mass": mean_tensor(sink.get("bias_mass")),
@@ -420,14 +420,14 @@ def full_probe(run_dir, sets=(), name="final_probe.json"):
 
 POINT_COLS = ["sweep", "variant", "vars", "seed", "state", "step", "probe_step", "val_loss", "spike_magnitude",
               "spike_ratio", "massive_total", "sink_mass", "sink_eps", "sink_eps_max", "bias_mass", "probe_loss",
-              "norm_input_top1", "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_share_eps_max"] + FULL_PROBE_COLS
+              "norm_input_top1", "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_eps_share_max"] + FULL_PROBE_COLS
 CURVE_COLS = ["sweep", "variant", "vars", "seed", "step", "spike_magnitude", "spike_ratio", "sink_mass", "sink_eps_max",
               "alpha1_max", "ratio_block_max", "train_loss", "val_loss"]
 
 
 # Per-point numbers read from the run's records rather than the sweep report.
 EXTRA_COLS = ["spike_ratio", "massive_total", "bias_mass", "probe_loss", "norm_input_top1",
-              "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_share_eps_max"] + FULL_PROBE_COLS
+              "norm_input_ratio", "alpha1_max", "ratio_block_max", "sink_eps_share_max"] + FULL_PROBE_COLS
 
 
 def add_losses(curve, train, val):
@@ -837,15 +837,18 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     if not ref:
         return "not run yet", "no finished seed of the baseline yet"
     log = metric in ("spike_magnitude", "fp_spike") and vm in ("spike_magnitude", "fp_spike", "fp_norm_input_top1")
+    # finished seeds of the variant left out because their records lack its own measure
+    unprobed = len(set(values(var_pts, metric)) - set(var)) if vm != metric else 0
+    left = "; %d more finished seed(s) probed before the probe recorded %s" % (unprobed, vm) if unprobed else ""
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:
         # the baseline's lack of a sink is the reason that stands whatever more seeds show
-        return "inconclusive", (no_sink + "; " if no_sink else "") + "%d paired seed(s)" % n
+        return "inconclusive", (no_sink + "; " if no_sink else "") + "%d paired seed(s)" % n + left
     rm = mean_sd(list(ref.values()))[0]
     if log:
-        ev = "x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d)" % (10 ** d, d, se, n)
+        ev = "x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d%s)" % (10 ** d, d, se, n, left)
     else:
-        ev = "diff %+.4g (s.e. %.3g, n %d; baseline mean %.4g)" % (d, se, n, rm)
+        ev = "diff %+.4g (s.e. %.3g, n %d; baseline mean %.4g%s)" % (d, se, n, rm, left)
     if no_sink:
         return "inconclusive", ev + ": " + no_sink
     if kind in ("down", "up"):
@@ -1200,7 +1203,7 @@ def render_tier(tier, desc, axes, data, out, cost=None):
             if pred["id"] == "P13":
                 d.append("")
                 d.append("Max layer Sink^0.3 on the row share (last probe): " + ", ".join(
-                    "%s %s" % (lab, pm(mean_sd([p.get("sink_share_eps_max") for p in (data.select(sel) or [])]), "{:.3f}"))
+                    "%s %s" % (lab, pm(mean_sd([p.get("sink_eps_share_max") for p in (data.select(sel) or [])]), "{:.3f}"))
                     for lab, sel in [("softmax", rows[0])] + [
                         ("sigmoid b %s" % sel[1]["model.attention.sigmoid_bias"], sel) for sel in rows[1:]]) + ".")
             if pred["id"] == "P14":

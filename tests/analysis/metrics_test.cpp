@@ -107,45 +107,65 @@ TEST_CASE("spike channels fall back to the largest channels without massive entr
 }
 
 TEST_CASE("Sink^eps share form: unnormalised rows renormalised over stream keys", "[metrics]") {
-  const int64_t Q = 16, B = 2;
+  const int64_t Q = 16, B = 2, H = 5;
   SinkAccumulator acc({/*epsilon=*/0.3, /*max_k=*/1}, /*layers=*/1);
   // head 0: a softmax-like row (sums to 1): the share equals alpha_1.
-  // head 1: sigmoid-like flat rows, 0.5 on every causal key: raw alpha_1 > 0.3 everywhere, yet
-  //         key 0's share of row t is 1 / (t + 1).
-  // head 2: sigmoid-like rows that are small but put 4x key 0's weight there: raw alpha_1 below
-  //         0.3, share above it.
-  // head 3: a row with no stream mass (all on an extra key after the stream): share 0 there.
-  at::Tensor a = at::zeros({4, Q, Q + 1}, at::kDouble);
+  // heads 1, 4: sigmoid-like flat rows, 0.5 on every causal key: raw alpha_1 0.5 > 0.3, yet key
+  //         0's share of row t is 1 / (t + 1), mean H_16 / 16 = 0.21 < 0.3.
+  // head 2: sigmoid-like rows that are small but put 4x the weight on key 0: raw alpha_1 0.08,
+  //         share mean(4 / (4 + t)) = 0.43 > 0.3.
+  // head 3: 0.1 on key 0 and 0.9 on an extra key after the stream (softmax1's zero key), which
+  //         the share leaves out: key 0 is the row's whole stream mass, share 1 (raw 0.1).
+  at::Tensor a = at::zeros({H, Q, Q + 1}, at::kDouble);
   a[0].narrow(1, 0, Q).copy_(sink_uniform(Q, 0.6));
-  double share1 = 0, share2 = 0, raw2 = 0;
+  double share1 = 0, share2 = 0;
   for (int64_t t = 0; t < Q; ++t) {
     for (int64_t s = 0; s <= t; ++s) {
       a[1][t][s] = 0.5;
+      a[4][t][s] = 0.5;
       a[2][t][s] = s == 0 ? 0.08 : 0.02;
     }
-    a[3][t][Q] = 1.0;
+    a[3][t][0] = 0.1;
+    a[3][t][Q] = 0.9;
     share1 += 1.0 / static_cast<double>(t + 1);
     share2 += 0.08 / (0.08 + 0.02 * static_cast<double>(t));
-    raw2 += 0.08;
   }
-  acc.add_layer(0, a.unsqueeze(0).expand({B, 4, Q, Q + 1}).to(at::kFloat));
+  share1 /= Q;
+  share2 /= Q;
+  REQUIRE(share1 == Approx(0.2113).epsilon(1e-3));
+  REQUIRE(share2 == Approx(0.4286).epsilon(1e-3));
+  acc.add_layer(0, a.unsqueeze(0).expand({B, H, Q, Q + 1}).to(at::kFloat));
   const SinkReport r = acc.finish();
   const at::Tensor alpha = r.alpha[0][0], share = r.alpha1_share[0];
+  CHECK(alpha[0].item<double>() == Approx((1.0 + 0.6 * (Q - 1)) / Q));
   CHECK(share[0].item<double>() == Approx(alpha[0].item<double>()));
   CHECK(alpha[1].item<double>() == Approx(0.5));
-  CHECK(share[1].item<double>() == Approx(share1 / Q));
-  CHECK(alpha[2].item<double>() == Approx(raw2 / Q));
-  CHECK(share[2].item<double>() == Approx(share2 / Q));
-  CHECK(share[3].item<double>() == Approx(0.0));
-  // Raw Sink^0.3: heads 0 and 1 (0.5 > 0.3); share: heads 0 and 2 (H_16 / 16 = 0.21, 0.38).
-  CHECK(share1 / Q < 0.3);
-  CHECK(share2 / Q > 0.3);
-  CHECK(r.sink_eps[0] == Approx(0.5));
-  CHECK(r.sink_eps_share == Approx(0.5));
+  CHECK(share[1].item<double>() == Approx(share1));
+  CHECK(share[4].item<double>() == Approx(share1));
+  CHECK(alpha[2].item<double>() == Approx(0.08));
+  CHECK(share[2].item<double>() == Approx(share2));
+  CHECK(alpha[3].item<double>() == Approx(0.1));
+  CHECK(share[3].item<double>() == Approx(1.0));
+  // Raw Sink^0.3: heads 0, 1, 4 (3 of 5); share: heads 0, 2, 3 (3 of 5) - different heads; a
+  // share computed from the raw alpha would count 0, 1, 4.
+  CHECK(r.sink_eps[0] == Approx(0.6));
+  CHECK(r.sink_eps_share == Approx(0.6));
   REQUIRE(r.sink_eps_share_per_layer.size() == 1);
-  CHECK(r.sink_eps_share_per_layer[0] == Approx(0.5));
-  CHECK(r.alpha1_share[0][1].item<double>() < r.alpha[0][0][1].item<double>());
-  CHECK(r.alpha1_share[0][2].item<double>() > r.alpha[0][0][2].item<double>());
+  CHECK(r.sink_eps_share_per_layer[0] == Approx(0.6));
+  const at::Tensor above = (r.alpha1_share > 0.3).to(at::kLong).flatten();
+  CHECK(above.equal(at::tensor({1, 0, 1, 1, 0}, at::kLong)));
+}
+
+TEST_CASE("Sink^eps share form: a row without stream mass counts 0", "[metrics]") {
+  const int64_t Q = 4;
+  SinkAccumulator acc({/*epsilon=*/0.3, /*max_k=*/1}, /*layers=*/1);
+  at::Tensor a = at::zeros({1, 1, Q, Q + 1}, at::kDouble);
+  for (int64_t t = 0; t < Q; ++t) a[0][0][t][Q] = 1.0;  // all on the extra key
+  a[0][0][Q - 1][0] = 1e-20;  // a tiny row keeps its share (1: key 0 is all its stream mass)
+  acc.add_layer(0, a);
+  const SinkReport r = acc.finish();
+  CHECK(r.alpha1_share[0][0].item<double>() == Approx(1.0 / Q));
+  CHECK(r.sink_eps_share == Approx(0.0));
 }
 
 TEST_CASE("Sink^eps: exactly 40% of heads above epsilon; mass form", "[metrics]") {
@@ -234,6 +254,10 @@ TEST_CASE("first-delimiter alpha and learned key bias", "[metrics]") {
   // Mass form reads position 0 (key 1), not the bias: t = 1, 2: 0.25, 0.5/3; t >= 3: 0.2/t.
   const double m = (0.25 + 0.5 / 3 + 0.2 / 3 + 0.2 / 4 + 0.2 / 5) / 5;
   CHECK(r.sink_mass == Approx(m));
+  // alpha_1 reads position 0 (key 1) from query 0 on; the share divides each row by its stream
+  // mass 0.5 (the bias key's 0.5 left out): twice alpha_1.
+  CHECK(r.alpha[0][0][0].item<double>() == Approx((0.5 + 0.25 + 0.5 / 3 + 0.2 / 3 + 0.2 / 4 + 0.2 / 5) / 6));
+  CHECK(r.alpha1_share[0][0].item<double>() == Approx(2 * r.alpha[0][0][0].item<double>()));
 }
 
 TEST_CASE("effective rank", "[metrics]") {

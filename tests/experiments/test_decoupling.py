@@ -93,22 +93,27 @@ class Tests(unittest.TestCase):
         # P13: the sigmoid variant's row-share Sink^0.3 against the softmax baseline's raw one
         base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
         raw = pts({0: 1.0, 1: 1.0, 2: 1.0}, "sink_eps_max")
-        share = [dict(p, sink_share_eps_max=0.0) for p in raw]
-        self.assertEqual(mr.run_test("down", "sink_eps_max", base, share, "sink_share_eps_max")[0],
+        share = [dict(p, sink_eps_share_max=0.0) for p in raw]
+        self.assertEqual(mr.run_test("down", "sink_eps_max", base, share, "sink_eps_share_max")[0],
                          "reproduced in direction")
         self.assertEqual(mr.run_test("down", "sink_eps_max", base, share)[0], "not reproduced")
         # finished seeds probed before the probe recorded the variant's measure: said so, not "not run"
-        v, ev = mr.run_test("down", "sink_eps_max", base, raw, "sink_share_eps_max")
+        v, ev = mr.run_test("down", "sink_eps_max", base, raw, "sink_eps_share_max")
         self.assertEqual(v, "inconclusive")
-        self.assertIn("3 finished seed(s) were probed before the probe recorded sink_share_eps_max", ev)
+        self.assertIn("3 finished seed(s) were probed before the probe recorded sink_eps_share_max", ev)
         v, ev = mr.run_test("down", "sink_eps_max", pts({0: 0.0, 1: 0.0, 2: 0.0}, "sink_eps_max"), raw,
-                            "sink_share_eps_max")
+                            "sink_eps_share_max")
         self.assertIn("; and the baseline has no sink to remove", ev)
+        # some seeds with the share, one without: the one left out is named in the evidence
+        mixed = share[:2] + raw[2:]
+        v, ev = mr.run_test("down", "sink_eps_max", base, mixed, "sink_eps_share_max")
+        self.assertIn("n 2; baseline mean 0.5; 1 more finished seed(s) probed before the probe recorded "
+                      "sink_eps_share_max", ev)
 
     def test_probe_numbers_read_the_row_share(self):
         n = mr.probe_numbers({"sink": {"sink_eps_per_layer": [1.0, 0.5], "sink_eps_share_per_layer": [0.0, 0.5]}})
-        self.assertEqual((n["sink_eps_max"], n["sink_share_eps_max"]), (1.0, 0.5))
-        self.assertIsNone(mr.probe_numbers({"sink": {"sink_eps_per_layer": [1.0]}})["sink_share_eps_max"])
+        self.assertEqual((n["sink_eps_max"], n["sink_eps_share_max"]), (1.0, 0.5))
+        self.assertIsNone(mr.probe_numbers({"sink": {"sink_eps_per_layer": [1.0]}})["sink_eps_share_max"])
 
     def test_stays_and_halved(self):
         base = pts({0: 0.5, 1: 0.5, 2: 0.5}, "sink_eps_max")
