@@ -7,6 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 namespace ablate::analysis {
 namespace {
@@ -167,6 +170,13 @@ SinkAccumulator::SinkAccumulator(SinkOptions options, int64_t layers)
 
 namespace {
 void add_to(at::Tensor& sum, const at::Tensor& x) { sum = sum.defined() ? sum + x : x; }
+// (L, H) per-head values > eps: the fraction over all heads, and per layer (Sink^eps).
+std::pair<double, std::vector<double>> fraction_above(const at::Tensor& x, double eps) {
+  const at::Tensor above = (x > eps).to(at::kDouble);
+  std::vector<double> per_layer;
+  for (int64_t l = 0; l < x.size(0); ++l) per_layer.push_back(above[l].mean().item<double>());
+  return {above.mean().item<double>(), per_layer};
+}
 }  // namespace
 
 void SinkAccumulator::add_layer(int64_t layer, const at::Tensor& attention, int64_t key_offset,
@@ -187,22 +197,21 @@ void SinkAccumulator::add_layer(int64_t layer, const at::Tensor& attention, int6
   for (int64_t k = 1; k <= options_.max_k && k <= Q; ++k) {
     add_to(alpha_[layer][k - 1], a.select(3, k - 1).narrow(2, k - 1, Q - k + 1).mean(2).sum(0));
   }
-  // Share form of alpha_1: each query row renormalised over its causal stream keys 0..t (rows
-  // whose stream mass is exactly 0 count as 0; float64, so tiny sigmoid rows keep their share).
-  {
-    const at::Tensor causal = at::ones({Q, Q}, at::kDouble).tril();
-    const at::Tensor row = (a * causal).sum(3);  // (B, H, Q)
-    const at::Tensor share = at::where(row.gt(0.0), a.select(3, 0) / row.clamp_min(1e-300), at::zeros_like(row));
-    add_to(share_[layer], share.mean(2).sum(0));
-  }
   if (key_offset > 0) {
     add_to(bias_[layer], a_all.narrow(3, 0, key_offset).sum(3).mean(2).sum(0));
   }
-
-  // Locality: D[t, s] = t - s over keys 1 <= s <= t, renormalised without the sink position 0.
   const at::Tensor t = at::arange(Q, at::kDouble).view({Q, 1});
   const at::Tensor s = at::arange(Q, at::kDouble).view({1, Q});
-  const at::Tensor keep = (s >= 1).logical_and(s <= t).to(at::kDouble);  // (Q, Q)
+  const at::Tensor causal = s <= t;  // (Q, Q) keys 0..t of query t
+
+  // Share form of alpha_1: each query row renormalised over its causal stream keys 0..t (rows
+  // whose stream mass is exactly 0 count as 0; float64, so tiny sigmoid rows keep their share).
+  const at::Tensor row = (a * causal.to(at::kDouble)).sum(3);  // (B, H, Q)
+  add_to(share_[layer],
+         at::where(row.gt(0.0), a.select(3, 0) / row.clamp_min(1e-300), at::zeros_like(row)).mean(2).sum(0));
+
+  // Locality: D[t, s] = t - s over keys 1 <= s <= t, renormalised without the sink position 0.
+  const at::Tensor keep = (s >= 1).logical_and(causal).to(at::kDouble);  // (Q, Q)
   const at::Tensor w = a * keep;
   const at::Tensor den = w.sum(3);                       // (B, H, Q)
   const at::Tensor num = (w * (t - s)).sum(3);           // (B, H, Q)
@@ -250,9 +259,7 @@ SinkReport SinkAccumulator::finish() const {
   }
   r.mass = at::stack(mass);
   r.alpha1_share = at::stack(share);
-  const at::Tensor share_above = (r.alpha1_share > options_.epsilon).to(at::kDouble);  // (L, H)
-  r.sink_eps_share = share_above.mean().item<double>();
-  for (int64_t l = 0; l < layers_; ++l) r.sink_eps_share_per_layer.push_back(share_above[l].mean().item<double>());
+  std::tie(r.sink_eps_share, r.sink_eps_share_per_layer) = fraction_above(r.alpha1_share, options_.epsilon);
   r.distance = at::stack(dist);
   if (static_cast<int64_t>(bias.size()) == layers_) r.bias_mass = at::stack(bias);
   if (static_cast<int64_t>(delim.size()) == layers_) {
@@ -269,10 +276,10 @@ SinkReport SinkAccumulator::finish() const {
     }
     if (static_cast<int64_t>(rows.size()) != layers_) break;
     r.alpha.push_back(at::stack(rows));
-    r.sink_eps.push_back((r.alpha.back() > options_.epsilon).to(at::kDouble).mean().item<double>());
+    auto [overall, per_layer] = fraction_above(r.alpha.back(), options_.epsilon);
+    r.sink_eps.push_back(overall);
+    if (k == 0) r.sink_eps_per_layer = std::move(per_layer);
   }
-  const at::Tensor above = (r.alpha[0] > options_.epsilon).to(at::kDouble).mean(1);  // (L,)
-  for (int64_t l = 0; l < layers_; ++l) r.sink_eps_per_layer.push_back(above[l].item<double>());
   r.locality_alpha_corr = pearson(r.distance, r.alpha[0]);
   return r;
 }

@@ -830,10 +830,11 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         return "inconclusive", ev + ": the threshold is within 2 s.e."
     ref = values(ref_pts, metric)
     no_sink = baseline_without_sink(kind, metric, ref_pts)
-    if not var and vm != metric and values(var_pts, metric):
-        # finished seeds whose records predate the variant's measure (e.g. the row-share Sink^0.3)
+    # finished seeds of the variant whose records predate its own measure (e.g. the row-share Sink^0.3)
+    unprobed = len(set(values(var_pts, metric)) - set(var)) if vm != metric else 0
+    if not var and unprobed:
         return "inconclusive", ("the variant's %d finished seed(s) were probed before the probe recorded %s"
-                                % (len(values(var_pts, metric)), vm)) + ("; and " + no_sink if no_sink else "")
+                                % (unprobed, vm)) + ("; and " + no_sink if no_sink else "")
     if no_sink and not var:
         return "inconclusive", "no seed of the variant trained, and none is needed: " + no_sink
     if not var:
@@ -841,8 +842,6 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     if not ref:
         return "not run yet", "no finished seed of the baseline yet"
     log = metric in ("spike_magnitude", "fp_spike") and vm in ("spike_magnitude", "fp_spike", "fp_norm_input_top1")
-    # finished seeds of the variant left out because their records lack its own measure
-    unprobed = len(set(values(var_pts, metric)) - set(var)) if vm != metric else 0
     left = "; %d more finished seed(s) probed before the probe recorded %s" % (unprobed, vm) if unprobed else ""
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:

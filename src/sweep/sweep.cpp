@@ -727,11 +727,11 @@ std::string status_table(const Plan& plan) {
 namespace {
 const std::vector<std::string> kMetrics = {"val_loss", "train_loss", "spike_magnitude", "sink_mass", "sink_eps",
                                            "sink_eps_max", "sink_eps_share_max"};
-// Largest number of a JSON array, -1 when it has none.
-double array_max(const json& a) {
+// Largest number of the array sink[key] (per-layer Sink^eps), -1 when there is none.
+double layer_max(const json& sink, const char* key) {
   double mx = -1;
-  if (a.is_array())
-    for (const auto& x : a)
+  if (sink.contains(key) && sink[key].is_array())
+    for (const auto& x : sink[key])
       if (x.is_number()) mx = std::max(mx, x.get<double>());
   return mx;
 }
@@ -766,10 +766,9 @@ json report_json(const Plan& plan) {
             const json& s = pr["sink"];
             if (s.contains("mass")) row["sink_mass"] = s["mass"];
             if (s.contains("sink_eps")) row["sink_eps"] = s["sink_eps"];
-            if (const double mx = array_max(s.contains("sink_eps_per_layer") ? s["sink_eps_per_layer"] : json()); mx >= 0) row["sink_eps_max"] = mx;
+            if (const double mx = layer_max(s, "sink_eps_per_layer"); mx >= 0) row["sink_eps_max"] = mx;
             // row-share form (records probed before the probe had it: null)
-            if (const double mx = array_max(s.contains("sink_eps_share_per_layer") ? s["sink_eps_share_per_layer"] : json()); mx >= 0)
-              row["sink_eps_share_max"] = mx;
+            if (const double mx = layer_max(s, "sink_eps_share_per_layer"); mx >= 0) row["sink_eps_share_max"] = mx;
           }
         }
       }
