@@ -856,20 +856,25 @@ std::string report_csv(const json& report) {
 }
 
 namespace {
-std::string pm(const json& stat, int precision) {
+// mean ± std of a variant's metric; "(n k)" when fewer or more seeds have it than the row's
+// val loss (the seeds column's count): records probed before the probe had a number.
+std::string pm(const json& stat, int precision, size_t row_n) {
   if (!stat["mean"].is_number()) return "-";
+  const auto n = stat["n"].get<size_t>();
   std::string s = fmt(stat["mean"].get<double>(), precision);
-  if (stat["n"].get<size_t>() > 1) s += " ± " + fmt(stat["std"].get<double>(), 2);
+  if (n > 1) s += " ± " + fmt(stat["std"].get<double>(), 2);
+  if (n != row_n) s += " (n " + std::to_string(n) + ")";
   return s;
 }
 std::vector<std::vector<std::string>> variant_rows(const json& report) {
   std::vector<std::vector<std::string>> rows = {
       {"variant", "seeds", "val loss", "spike", "sink mass", "Sink^eps", "max Sink^eps/layer", "row share"}};
-  for (const auto& v : report["variants"])
-    rows.push_back({v["variant"].get<std::string>(), std::to_string(v["val_loss"]["n"].get<size_t>()) + "/" +
-                                                         std::to_string(v["seeds"].size()),
-                    pm(v["val_loss"], 4), pm(v["spike_magnitude"], 4), pm(v["sink_mass"], 3), pm(v["sink_eps"], 3),
-                    pm(v["sink_eps_max"], 3), pm(v["sink_eps_share_max"], 3)});
+  for (const auto& v : report["variants"]) {
+    const auto n = v["val_loss"]["n"].get<size_t>();
+    rows.push_back({v["variant"].get<std::string>(), std::to_string(n) + "/" + std::to_string(v["seeds"].size()),
+                    pm(v["val_loss"], 4, n), pm(v["spike_magnitude"], 4, n), pm(v["sink_mass"], 3, n),
+                    pm(v["sink_eps"], 3, n), pm(v["sink_eps_max"], 3, n), pm(v["sink_eps_share_max"], 3, n)});
+  }
   return rows;
 }
 std::string order_line(const json& report) {

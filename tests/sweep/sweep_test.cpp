@@ -237,6 +237,28 @@ grid:
   CHECK(fs::exists(json));
 }
 
+TEST_CASE("sweep report table: a metric that fewer seeds have than the val loss says its n") {
+  auto stat = [](size_t n, double mean, double sd) {
+    return nlohmann::json{{"n", n}, {"mean", n ? nlohmann::json(mean) : nlohmann::json()}, {"std", sd}};
+  };
+  nlohmann::json v = {{"variant", "variant=sigmoid"}, {"seeds", {0, 1, 2}}};
+  v["val_loss"] = stat(3, 4.25, 0.01);
+  v["spike_magnitude"] = stat(3, 120.0, 4.0);
+  v["sink_mass"] = stat(3, 0.1, 0.02);
+  v["sink_eps"] = stat(3, 0.0, 0.0);
+  v["sink_eps_max"] = stat(3, 0.5, 0.1);
+  v["sink_eps_share_max"] = stat(2, 0.25, 0.05);  // one seed probed before the share existed
+  nlohmann::json report = {{"variants", {v}}, {"data_order", nlohmann::json::object()}};
+  const std::string table = sweep::report_table(report);
+  INFO(table);
+  CHECK_THAT(table, Catch::Contains("0.25 ± 0.05 (n 2)"));
+  CHECK_THAT(table, Catch::Contains("3/3"));
+  CHECK(table.find("(n 3)") == std::string::npos);
+  v["sink_eps_share_max"] = stat(0, 0, 0);
+  report["variants"] = {v};
+  CHECK(sweep::report_table(report).find("(n 0)") == std::string::npos);
+}
+
 TEST_CASE("sweep run keeps launching points after its binary file is rebuilt or deleted") {
   Dir d("rebuilt");
   auto path = d.write("s.yaml", R"(base: base.yaml
