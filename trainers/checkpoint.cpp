@@ -1,5 +1,6 @@
 #include "trainers/checkpoint.h"
 
+#include <ATen/Parallel.h>
 #include <ATen/cpu/Utils.h>
 #include <torch/headeronly/version.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include "data/core/log.h"
 #include "data/formats/atomic_dir.h"
 #include "data/formats/safetensors.h"
+#include "modules/kernels.h"
 
 namespace fs = std::filesystem;
 
@@ -209,6 +211,27 @@ nlohmann::json provenance(const std::string& git_commit) {
           {"host", host},
           {"cpu", cpu_description()},
           {"time", when}};
+}
+
+nlohmann::json cpu_arithmetic() {
+  return {{"cpu_threads", at::get_num_threads()}, {"fused_cpu_kernels", modules::kernels::fused_cpu_enabled()}};
+}
+
+std::string cpu_arithmetic_warning(const nlohmann::json& saved, const nlohmann::json& now) {
+  std::string diff;
+  auto differs = [&](const char* key, const std::string& what) {
+    if (!saved.is_object() || !saved.contains(key) || !now.contains(key) || saved[key] == now[key]) return;
+    diff += (diff.empty() ? "" : ", ") + what;
+  };
+  auto threads = [](const nlohmann::json& j) { return j.value("cpu_threads", 0); };
+  auto fused = [](const nlohmann::json& j) { return j.value("fused_cpu_kernels", true) ? "on" : "off"; };
+  differs("cpu_threads", "written with " + std::to_string(threads(saved)) + " CPU thread(s), resumed with " +
+                             std::to_string(threads(now)));
+  differs("fused_cpu_kernels", std::string("written with the fused CPU kernels ") + fused(saved) + ", resumed with them " +
+                                   fused(now) + " (ABLATE_FUSED_CPU)");
+  if (diff.empty()) return "";
+  return diff + ": the continuation trains correctly but not bit for bit as an uninterrupted run would "
+                "(set OMP_NUM_THREADS / ABLATE_FUSED_CPU as before for an exact continuation)";
 }
 
 }  // namespace ablate::trainers

@@ -4,7 +4,8 @@
 //     model.safetensors      parameters by their stable names (modules/model.h)
 //     optimizer.safetensors  AdamW state: <param>.exp_avg, <param>.exp_avg_sq, <param>.step
 //     rng.safetensors        every RNG state: "cpu", "cuda:<i>" (uint8 tensors)
-//     train_state.json       step, tokens, loader position, format version
+//     train_state.json       step, tokens, loader position, format version; on CPU, the
+//                            arithmetic (cpu_threads, fused_cpu_kernels: cpu_arithmetic())
 //     config.yaml            the resolved configuration the run was started with
 //     provenance.json        git commit, versions, host, CPU, time
 //     manifest.json          size and SHA-256 of every file above
@@ -63,5 +64,17 @@ CheckpointWeights load_weights(const std::string& path);
 
 // Git commit, versions, host, time: recorded in every checkpoint and run directory.
 nlohmann::json provenance(const std::string& git_commit);
+
+// What decides a CPU run's arithmetic besides the processor (provenance's "cpu"):
+// {"cpu_threads": intra-op threads, "fused_cpu_kernels": modules::kernels::fused_cpu_enabled()}. A change in
+// either changes the order of floating-point sums, so the same seed trains a different run in the
+// last bits from the first step (and a chaotic quantity such as the spike can end far apart:
+// docs/training.md, "Bit-identical runs"). Recorded in run.json and in each checkpoint on CPU.
+nlohmann::json cpu_arithmetic();
+
+// The warning for resuming on CPU from a checkpoint whose train_state.json recorded another
+// arithmetic than `now` (cpu_arithmetic()), naming what differs; "" when they agree or when the
+// checkpoint predates the fields.
+std::string cpu_arithmetic_warning(const nlohmann::json& saved, const nlohmann::json& now);
 
 }  // namespace ablate::trainers

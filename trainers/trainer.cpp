@@ -320,6 +320,7 @@ TrainOutcome train(const TrainerSetup& s) {
                              {"world_size", env.world},
                              {"provenance", provenance(s.git_commit)}};
       if (bf16_slowdown > 0) info["cpu_bf16_matmul_slowdown"] = bf16_slowdown;
+      if (!device.is_cuda()) info.update(cpu_arithmetic());
       data::atomic_write_file((fs::path(s.run_dir) / "run.json").string(), info.dump(2) + "\n");
     }
   } else {
@@ -334,6 +335,9 @@ TrainOutcome train(const TrainerSetup& s) {
                         " process(es), this run has " + std::to_string(env.world) +
                         ": resume with the same number of processes (gradient sums over another split differ "
                         "in the last bits, so the continuation would not be exact)");
+      if (main_rank && !device.is_cuda())
+        if (auto w = cpu_arithmetic_warning(ckpt.train_state, cpu_arithmetic()); !w.empty())
+          log::warn(s.resume_from + "/train_state.json: " + w);
       step = ckpt.train_state.at("step").get<int64_t>();
       tokens = ckpt.train_state.at("tokens").get<int64_t>();
       loader.restore(data::LoaderState::from_json(ckpt.train_state.at("loader")));
@@ -405,6 +409,7 @@ TrainOutcome train(const TrainerSetup& s) {
                      {"total_steps", total},
                      {"world_size", env.world},
                      {"loader", loader.state().to_json()}};
+    if (!device.is_cuda()) c.train_state.update(cpu_arithmetic());
     c.config_yaml = s.config_yaml;
     c.provenance = provenance(s.git_commit);
     metrics_log->sync();

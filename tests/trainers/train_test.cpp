@@ -21,6 +21,7 @@
 #include "data/formats/atomic_dir.h"
 #include "data/formats/metrics_log.h"
 #include "data/formats/safetensors.h"
+#include "modules/kernels.h"
 #include "modules/registry.h"
 #include "src/config/config.h"
 #include "trainers/checkpoint.h"
@@ -110,6 +111,40 @@ TEST_CASE("resume is exact: N steps, stop, resume to 2N equals 2N uninterrupted"
   CHECK(a == b);  // bitwise: doubles compared with ==
   CHECK(losses(tmp.sub("full"), "val") == losses(tmp.sub("part"), "val"));
   require_identical(final_weights(tmp.sub("full")), final_weights(tmp.sub("part")));
+}
+
+TEST_CASE("a CPU run records its arithmetic (threads, fused kernels); resuming with another one warns") {
+  TempDir tmp("arith");
+  auto part = setup_for(tmp.sub("part"), {"train.hard_stop=6"});
+  trainers::train(part);
+  auto ckpt = trainers::find_latest_checkpoint(tmp.sub("part"));
+  REQUIRE(ckpt);
+  const auto run = nlohmann::json::parse(test::read_text(tmp.sub("part") + "/run.json"));
+  const auto state = nlohmann::json::parse(test::read_text(*ckpt + "/train_state.json"));
+  for (const auto& j : {run, state}) {
+    CHECK(j.value("cpu_threads", -1) == at::get_num_threads());
+    REQUIRE(j.contains("fused_cpu_kernels"));
+    CHECK(j["fused_cpu_kernels"].get<bool>() == modules::kernels::fused_cpu_enabled());
+  }
+  // The same arithmetic: no warning; the checkpoint of an older build (no fields): none either.
+  CHECK(trainers::cpu_arithmetic_warning(state, trainers::cpu_arithmetic()).empty());
+  CHECK(trainers::cpu_arithmetic_warning(nlohmann::json{{"step", 6}}, trainers::cpu_arithmetic()).empty());
+  const auto w = trainers::cpu_arithmetic_warning({{"cpu_threads", 2}, {"fused_cpu_kernels", true}},
+                                                  {{"cpu_threads", 1}, {"fused_cpu_kernels", true}});
+  CHECK_THAT(w, Catch::Contains("written with 2 CPU thread(s), resumed with 1"));
+  CHECK(w.find("fused") == std::string::npos);
+
+  // Resumed with the fused kernels switched: it trains to the end and says why it is not exact.
+  const bool was = modules::kernels::fused_cpu_enabled();
+  modules::kernels::set_fused_cpu_enabled(!was);
+  auto resumed = setup_for(tmp.sub("part"));
+  resumed.resume_from = *ckpt;
+  const auto out = trainers::train(resumed);
+  modules::kernels::set_fused_cpu_enabled(was);
+  CHECK(out.step == 12);
+  CHECK_THAT(test::read_text(tmp.sub("part") + "/train.log"),
+             Catch::Contains(std::string("written with the fused CPU kernels ") + (was ? "on" : "off") +
+                             ", resumed with them " + (was ? "off" : "on")));
 }
 
 TEST_CASE("SIGTERM finishes the step, checkpoints, exits 0; resuming is exact") {
