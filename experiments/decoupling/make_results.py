@@ -1728,6 +1728,11 @@ def main():
               "the default since bd57ae3). With the kernels on, a run differs in the last "
               "bits from the start, and the spike's growth amplifies that (same seed at step 300: spike 5,055 "
               "against 1,993), so all points of a sweep must come from one build or the pairing by seed is lost. "
+              "The intra-op thread count changes a run's bits as well (docs/training.md, 'Bit-identical runs': "
+              "the sink-free softmax seed 0 ends at spike 10,882 with 2 threads and 24,111 with 1, fused kernels "
+              "on both). The sink-free sweep was re-run in sessions 25-26 (for the row-share sink) with the "
+              "kernels on, the default, and 2 threads per point, one point at a time on 2 cores: its line below "
+              "says so; run.json records `cpu_threads` and `fused_cpu_kernels` since 0fc5966. "
               "The natural tier's runs use a build's defaults (fused kernels on), under the same rule: one build per "
               "sweep (on a GPU host, `natural/gpu_sweeps.sh SLOTS <sweep files>` instead, and this script then "
               "needs `--natural-set device=cuda --natural-set train.precision=bf16`).",
@@ -1743,6 +1748,10 @@ def main():
                       "natural-*.yaml points below, two at a time, in the order that gives verdicts soonest (resumes; "
                       "--fit starts only points estimated to end by then; --dry-run lists it)" % REL]
         for axis, fname in axes.items():
+            if tier == "synthetic" and axis == "sink-free":
+                lines.append("build/ablate sweep run %s/%s   # fused kernels on, 2 threads per point (2 cores, "
+                             "--slots 1), as re-run in sessions 25-26" % (REL, fname))
+                continue
             lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
                                                                        REL, fname))
     lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL]
