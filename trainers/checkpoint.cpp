@@ -218,17 +218,18 @@ nlohmann::json cpu_arithmetic() {
 }
 
 std::string cpu_arithmetic_warning(const nlohmann::json& saved, const nlohmann::json& now) {
-  std::string diff;
-  auto differs = [&](const char* key, const std::string& what) {
-    if (!saved.is_object() || !saved.contains(key) || !now.contains(key) || saved[key] == now[key]) return;
-    diff += (diff.empty() ? "" : ", ") + what;
+  // A key counts only when both sides record it (checkpoints of older builds do not).
+  auto differs = [&](const char* key) {
+    return saved.is_object() && saved.contains(key) && now.contains(key) && saved[key] != now[key];
   };
-  auto threads = [](const nlohmann::json& j) { return j.value("cpu_threads", 0); };
-  auto fused = [](const nlohmann::json& j) { return j.value("fused_cpu_kernels", true) ? "on" : "off"; };
-  differs("cpu_threads", "written with " + std::to_string(threads(saved)) + " CPU thread(s), resumed with " +
-                             std::to_string(threads(now)));
-  differs("fused_cpu_kernels", std::string("written with the fused CPU kernels ") + fused(saved) + ", resumed with them " +
-                                   fused(now) + " (ABLATE_FUSED_CPU)");
+  auto on_off = [](const nlohmann::json& b) { return b.get<bool>() ? "on" : "off"; };
+  std::string diff;
+  if (differs("cpu_threads"))
+    diff = "written with " + saved["cpu_threads"].dump() + " CPU thread(s), resumed with " + now["cpu_threads"].dump();
+  if (differs("fused_cpu_kernels"))
+    diff += (diff.empty() ? "" : ", ") + std::string("written with the fused CPU kernels ") +
+            on_off(saved["fused_cpu_kernels"]) + ", resumed with them " + on_off(now["fused_cpu_kernels"]) +
+            " (ABLATE_FUSED_CPU)";
   if (diff.empty()) return "";
   return diff + ": the continuation trains correctly but not bit for bit as an uninterrupted run would "
                 "(set OMP_NUM_THREADS / ABLATE_FUSED_CPU as before for an exact continuation)";

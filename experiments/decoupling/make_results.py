@@ -70,6 +70,14 @@ TIERS = [
                 "centre shape, `natural/base.yaml` (6 layers, d 256, 4 x 64, T 256, 16 seq/step, lr 3e-3, wd 0), "
                 "2,000 steps (8.2 M tokens), fp32 (bf16 on a GPU host), probes over T 256, 3 seeds", {a: "natural/natural-%s.yaml" % a for a in NATURAL_AXES}),
 ]
+# How each tier's sweeps were trained, for the Regenerate commands: (environment, `sweep run` arguments),
+# per tier and per (tier, sweep) where one differs. The synthetic sweeps came from builds before the fused
+# CPU kernels (ABLATE_FUSED_CPU=0 reproduces them); sink-free was re-run in sessions 25-26 with them on.
+TRAINED_WITH = {
+    "synthetic": ("ABLATE_FUSED_CPU=0 ", "--slots 2"),
+    "natural": ("", "--slots 2"),
+    ("synthetic", "sink-free"): ("", "  # fused kernels on, 2 threads per point (2 cores, --slots 1), as re-run in sessions 25-26"),
+}
 TIER_PARAMS = {
     # heads: head count of the fixed-heads series; hds: its head_dims (base_hd the baseline's);
     # width: (heads, head_dim) points at the baseline's width, small heads first (the tests compare
@@ -1748,12 +1756,8 @@ def main():
                       "natural-*.yaml points below, two at a time, in the order that gives verdicts soonest (resumes; "
                       "--fit starts only points estimated to end by then; --dry-run lists it)" % REL]
         for axis, fname in axes.items():
-            if tier == "synthetic" and axis == "sink-free":
-                lines.append("build/ablate sweep run %s/%s   # fused kernels on, 2 threads per point (2 cores, "
-                             "--slots 1), as re-run in sessions 25-26" % (REL, fname))
-                continue
-            lines.append("%sbuild/ablate sweep run %s/%s --slots 2" % ("ABLATE_FUSED_CPU=0 " if tier == "synthetic" else "",
-                                                                       REL, fname))
+            env, args = TRAINED_WITH.get((tier, axis), TRAINED_WITH[tier])
+            lines.append("%sbuild/ablate sweep run %s/%s %s" % (env, REL, fname, args))
     lines += ["python3 %s/share_points.py   # optional: reuse the baseline points sweeps share" % REL]
     lines += ["python3 %s/make_results.py   # runs `ablate sweep report` per sweep, then writes this file" % REL,
               "```", "",
