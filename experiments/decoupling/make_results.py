@@ -158,7 +158,7 @@ METRICS = [
 SPIKE_PRESENT = 100.0   # top-1/median (issue 10 §1(b))
 SINK_PRESENT = 0.2      # largest per-layer Sink^0.3 (issue 10 §1(b))
 SPIKE_BLOCK_SHARE = 0.5  # a block carries the spike when its top-1 is at least this share of the magnitude
-SINK_ABSENT = 0.05      # a baseline has no sink to keep or remove below this (mean + 2 s.e.)
+SINK_ABSENT = 0.05      # a baseline has no sink to keep or remove below this (mean + k s.e., t_crit)
 SINK_STAYS = 0.5        # "stays" = not reduced below this fraction of the baseline
 LOSS_MARGIN = 0.01      # P10: |val-loss change| within 1 % of the baseline's val loss
 # A finished seed "did not learn" when its last val loss is less than this fraction below its first
@@ -788,24 +788,46 @@ def paired(ref, var, log=False):
     return m, sd / math.sqrt(n), n
 
 
-def signed_verdict(d, se, sign, ev):
-    """A mean effect d (s.e. se) against the paper's sign (+1 up, -1 down)."""
-    if d * sign > 2 * se:
-        return "reproduced in direction", ev + ": the paper's sign, beyond 2 s.e."
-    if d * sign < -2 * se:
-        return "not reproduced", ev + ": the opposite sign, beyond 2 s.e."
-    return "inconclusive", ev + ": within 2 s.e."
+# Two-sided 95 % quantiles of Student's t with 1..30 degrees of freedom (tests/experiments checks
+# them against the integrated density); beyond 30, the Cornish-Fisher expansion about the normal's.
+T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+        2.045, 2.042)
+
+
+def t_crit(n):
+    """How many s.e. a mean over n seeds must clear: Student's t 0.975 quantile with n - 1 degrees
+    of freedom (12.7 at n 2, 4.30 at n 3, 2.36 at n 8), so that a verdict from 2 or 3 seeds is not
+    read as if their sd were the population's (a flat 2 s.e. would be a 70 % interval at n 2)."""
+    df = n - 1
+    if df < 1:
+        raise ValueError("t_crit needs at least 2 values")
+    if df <= len(T975):
+        return T975[df - 1]
+    z = 1.959964
+    return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+            + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def signed_verdict(d, se, n, sign, ev):
+    """A mean effect d (s.e. se over n seeds) against the paper's sign (+1 up, -1 down)."""
+    k = t_crit(n)
+    if d * sign > k * se:
+        return "reproduced in direction", ev + ": the paper's sign, beyond %.3g s.e." % k
+    if d * sign < -k * se:
+        return "not reproduced", ev + ": the opposite sign, beyond %.3g s.e." % k
+    return "inconclusive", ev + ": within %.3g s.e." % k
 
 
 def baseline_without_sink(kind, metric, ref_pts):
     """For a test that a variant keeps ("stays") or removes ("down") the baseline's sink: why it
     cannot be read when the baseline has none (largest per-layer Sink^0.3 below SINK_ABSENT by
-    2 s.e. over at least 2 finished seeds), else None. A variant's run changes nothing then, so
+    t_crit s.e. over at least 2 finished seeds), else None. A variant's run changes nothing then, so
     the natural tier's variants with only such tests are trained last (natural/cpu_queue.py)."""
     if kind not in ("down", "stays") or metric != "sink_eps_max" or ref_pts is None:
         return None
     m, sd, n = mean_sd(list(values(ref_pts, metric).values()))
-    if n < 2 or m + 2 * sd / math.sqrt(n) >= SINK_ABSENT:
+    if n < 2 or m + t_crit(n) * sd / math.sqrt(n) >= SINK_ABSENT:
         return None
     return ("the baseline has no sink to %s (max layer Sink^0.3 mean %.3g, s.e. %.3g, n %d)"
             % ("keep" if kind == "stays" else "remove", m, sd / math.sqrt(n), n))
@@ -823,19 +845,19 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         m, sd, n = mean_sd(list(var.values()))
         if n < 2:
             return "inconclusive", "%d seed(s) with a value" % n
-        se = sd / math.sqrt(n)
+        se, k = sd / math.sqrt(n), t_crit(n)
         thr = SPIKE_PRESENT if metric.endswith("ratio") else SINK_PRESENT
         ev = "mean %.4g, s.e. %.3g, n %d, threshold %g" % (m, se, n, thr)
-        if m - 2 * se >= thr:
-            return "reproduced in direction", ev + ": mean - 2 s.e. above the threshold"
-        if m + 2 * se < thr:
+        if m - k * se >= thr:
+            return "reproduced in direction", ev + ": mean - %.3g s.e. above the threshold" % k
+        if m + k * se < thr:
             if metric == "block_ratio" and any(p.get("ratio_block_max") is None for p in var_pts
                                                if p.get("block_ratio") is not None):
                 # the ratio at the block of the largest activation is a lower bound of the per-block one
-                return "inconclusive", ev + (": mean + 2 s.e. below the threshold, but some seeds kept only the "
-                                             "ratio at the block of the largest activation, a lower bound")
-            return "not reproduced", ev + ": mean + 2 s.e. below the threshold"
-        return "inconclusive", ev + ": the threshold is within 2 s.e."
+                return "inconclusive", ev + (": mean + %.3g s.e. below the threshold, but some seeds kept only the "
+                                             "ratio at the block of the largest activation, a lower bound" % k)
+            return "not reproduced", ev + ": mean + %.3g s.e. below the threshold" % k
+        return "inconclusive", ev + ": the threshold is within %.3g s.e." % k
     ref = values(ref_pts, metric)
     no_sink = baseline_without_sink(kind, metric, ref_pts)
     # finished seeds of the variant whose records predate its own measure (e.g. the row-share Sink^0.3)
@@ -865,30 +887,31 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
     if kind in ("down", "up"):
         if se == 0 and d == 0:
             return "inconclusive", ev + ": no difference"
-        return signed_verdict(d, se, -1 if kind == "down" else 1, ev)
+        return signed_verdict(d, se, n, -1 if kind == "down" else 1, ev)
+    k = t_crit(n)
     if kind == "stays":
         if rm is None or rm < SINK_ABSENT:
             return "inconclusive", ev + ": the baseline has no sink to keep"
         floor = -SINK_STAYS * rm
-        if d - 2 * se > floor:
-            return "reproduced in direction", ev + ": not halved (diff - 2 s.e. > -%g x baseline)" % SINK_STAYS
-        if d + 2 * se < floor:
-            return "not reproduced", ev + ": at least halved (diff + 2 s.e. < -%g x baseline)" % SINK_STAYS
-        return "inconclusive", ev + ": halving within 2 s.e."
+        if d - k * se > floor:
+            return "reproduced in direction", ev + ": not halved (diff - %.3g s.e. > -%g x baseline)" % (k, SINK_STAYS)
+        if d + k * se < floor:
+            return "not reproduced", ev + ": at least halved (diff + %.3g s.e. < -%g x baseline)" % (k, SINK_STAYS)
+        return "inconclusive", ev + ": halving within %.3g s.e." % k
     if kind == "same":
         margin = LOSS_MARGIN * rm
-        if abs(d) + 2 * se <= margin:
-            return "reproduced in direction", ev + ": |diff| + 2 s.e. <= %.3g" % margin
-        if abs(d) - 2 * se > margin:
-            return "not reproduced", ev + ": |diff| - 2 s.e. > %.3g" % margin
-        return "inconclusive", ev + ": margin %.3g within 2 s.e." % margin
+        if abs(d) + k * se <= margin:
+            return "reproduced in direction", ev + ": |diff| + %.3g s.e. <= %.3g" % (k, margin)
+        if abs(d) - k * se > margin:
+            return "not reproduced", ev + ": |diff| - %.3g s.e. > %.3g" % (k, margin)
+        return "inconclusive", ev + ": margin %.3g within %.3g s.e." % (margin, k)
     raise ValueError(kind)
 
 
 def run_trend(kind, metric, series):
     """A paired trend over several points: series = [(x, points)], x e.g. log2(head_dim). Per seed
     present in every point, the least-squares slope of the metric (log10 for spike magnitudes)
-    on x; the verdict compares the mean slope with 2 s.e. over seeds."""
+    on x; the verdict compares the mean slope with t_crit s.e. over seeds."""
     if any(pts is None for _, pts in series):
         return "not run yet", "sweep not run (no report)"
     log = metric in ("spike_magnitude", "fp_spike")
@@ -914,7 +937,7 @@ def run_trend(kind, metric, series):
     se = sdv / math.sqrt(n)
     ev = "slope %+.3f%s per doubling (s.e. %.3f, n %d, %d points)" % (
         m, " log10" if log else "", se, n, len(series))
-    return signed_verdict(m, se, 1 if kind == "trend_up" else -1, ev)
+    return signed_verdict(m, se, n, 1 if kind == "trend_up" else -1, ev)
 
 
 UNTESTABLE = "untestable"  # combine()'s name for a sink test whose baseline has no sink (baseline_without_sink)
@@ -1638,30 +1661,32 @@ def main():
               "Each prediction is split into tests; each test compares a variant with its sweep's baseline "
               "over the seeds both have (points of one seed share data order and, with `init_from_seed`, the "
               "initial weights, so differences are **paired by seed**: d_s = variant_s − baseline_s, mean d "
-              "and s.e. = sd(d)/√n). Spike magnitudes are compared as log10 (the ratio is shown). The numbers "
+              "and s.e. = sd(d)/√n), and a test clears **k s.e.**, k being Student's t 0.975 quantile with n − 1 "
+              "degrees of freedom (a two-sided 95 % interval: k = 12.7 at n 2, 4.30 at n 3, 2.36 at n 8; a flat 2 s.e. "
+              "would be a 70 % interval at n 2 and 82 % at n 3). Spike magnitudes are compared as log10 (the ratio is shown). The numbers "
               "are those of the **last in-training probe** (`train.probe.every`; compact probe on `probe.train_sequences` = 16 sequences of the tier's T tokens: 64 synthetic, 256 natural) and the last validation loss. "
               "\"sink\" is the largest per-layer Sink^0.3 (issue 10's measure) unless a test names sink mass.", "",
-              "- direction (↓/↑): **reproduced in direction** when mean d has the paper's sign and |mean d| > 2 s.e.; "
-              "**not reproduced** when it has the opposite sign beyond 2 s.e.; **inconclusive** otherwise.",
-              "- sink stays (≈): reproduced when mean d − 2 s.e. > −%g × the baseline mean (the sink is not halved); "
-              "not reproduced when mean d + 2 s.e. < −%g × the baseline mean; inconclusive otherwise, and when "
+              "- direction (↓/↑): **reproduced in direction** when mean d has the paper's sign and |mean d| > k s.e.; "
+              "**not reproduced** when it has the opposite sign beyond k s.e.; **inconclusive** otherwise.",
+              "- sink stays (≈): reproduced when mean d − k s.e. > −%g × the baseline mean (the sink is not halved); "
+              "not reproduced when mean d + k s.e. < −%g × the baseline mean; inconclusive otherwise, and when "
               "the baseline has no sink (mean < %g)." % (SINK_STAYS, SINK_STAYS, SINK_ABSENT),
               "- untestable: a test that a variant keeps (≈) or removes (↓) the baseline's sink cannot be read "
-              "when the baseline has none (its max per-layer Sink^0.3 mean + 2 s.e. < %g over ≥ 2 finished "
+              "when the baseline has none (its max per-layer Sink^0.3 mean + k s.e. < %g over ≥ 2 finished "
               "seeds: the natural tier, P1): it reads inconclusive, with or without the variant's seeds, and the "
               "prediction's verdict rests on its other tests and says how many were untestable; a prediction "
               "whose every test is such reads inconclusive (untestable). Tests that a sink appears (↑, present, "
               "trend) stay readable." % SINK_ABSENT,
               "- trend (↗, P7): per seed present in every point, the least-squares slope of the metric (log10 for "
-              "spike magnitudes) on log2 head_dim; reproduced when the mean slope has the paper's sign beyond 2 s.e. "
+              "spike magnitudes) on log2 head_dim; reproduced when the mean slope has the paper's sign beyond k s.e. "
               "over seeds, not reproduced when the opposite sign is, inconclusive otherwise.",
-              "- present: reproduced when mean − 2 s.e. ≥ the threshold (top-1/median %g in some block that carries "
+              "- present: reproduced when mean − k s.e. ≥ the threshold (top-1/median %g in some block that carries "
               "the spike, i.e. whose top-1 is at least %g × the largest activation — or, for the synthetic sweeps, "
               "whose records did not keep the per-block ratios, the ratio at the block of the largest activation, a "
               "lower bound, so that there 'not reproduced' becomes inconclusive —; max per-layer Sink^0.3 %g; "
-              "issue 10 §1(b)); not reproduced when mean + 2 s.e. < the threshold." % (SPIKE_PRESENT, SPIKE_BLOCK_SHARE, SINK_PRESENT),
-              "- P10 (val loss ≈): reproduced when |mean d| + 2 s.e. ≤ %g %% of the baseline's val loss for a variant; "
-              "not reproduced when |mean d| − 2 s.e. exceeds it." % (LOSS_MARGIN * 100),
+              "issue 10 §1(b)); not reproduced when mean + k s.e. < the threshold." % (SPIKE_PRESENT, SPIKE_BLOCK_SHARE, SINK_PRESENT),
+              "- P10 (val loss ≈): reproduced when |mean d| + k s.e. ≤ %g %% of the baseline's val loss for a variant; "
+              "not reproduced when |mean d| − k s.e. exceeds it." % (LOSS_MARGIN * 100),
               "- a prediction's verdict: all tests reproduced → reproduced in direction; some reproduced and some "
               "not → partly reproduced; none reproduced and some not → not reproduced; else inconclusive. "
               "**not run yet** when none of its tests has data yet (no report, or no finished seed of a variant it reads); \"(partial data)\" when some tests have no "

@@ -6,6 +6,7 @@ queue's test reads the natural sweeps' plans with it, which needs no data).
 """
 import datetime
 import json
+import math
 import os
 import sys
 import tempfile
@@ -41,6 +42,41 @@ class Paired(unittest.TestCase):
         d, _, n = mr.paired({"0": 100.0, "1": 1000.0}, {"0": 10.0, "1": 100.0}, log=True)
         self.assertEqual(n, 2)
         self.assertAlmostEqual(d, -1.0)
+
+
+def t_cdf(x, df, steps=4000):
+    """P(T <= x) for Student's t with df degrees of freedom, x >= 0: Simpson's rule on its density."""
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    f = lambda t: c * (1 + t * t / df) ** (-(df + 1) / 2)  # noqa: E731
+    h = x / steps
+    s = f(0) + f(x) + sum((4 if i % 2 else 2) * f(i * h) for i in range(1, steps))
+    return 0.5 + s * h / 3
+
+
+class Critical(unittest.TestCase):
+    def test_t_quantiles(self):
+        # the table (n 2..31) and the expansion beyond it are Student's t 0.975 quantiles with n - 1 df
+        for n in list(range(2, 33)) + [41, 61, 121]:
+            k = mr.t_crit(n)  # to its 3 decimals: the exact quantile lies within 0.0006 of it
+            self.assertLess(t_cdf(k - 6e-4, n - 1), 0.975, "n %d" % n)
+            self.assertGreater(t_cdf(k + 6e-4, n - 1), 0.975, "n %d" % n)
+        self.assertEqual((mr.t_crit(2), mr.t_crit(3), mr.t_crit(8)), (12.706, 4.303, 2.365))
+        with self.assertRaises(ValueError):
+            mr.t_crit(1)
+
+    def test_few_seeds_need_a_larger_effect(self):
+        # log10 differences +0.9, +1.3, +0.5: mean 0.9, s.e. 0.231, 3.9 s.e. from 0 -- beyond a flat
+        # 2 s.e. but within t's 4.30 at n 3; five seeds of the same spread clear t's 2.78 at n 5
+        base = pts({0: 10, 1: 10, 2: 10})
+        var = pts({0: 10 ** 1.9, 1: 10 ** 2.3, 2: 10 ** 1.5})
+        v, ev = mr.run_test("up", "spike_magnitude", base, var)
+        self.assertEqual(v, "inconclusive", ev)
+        self.assertTrue(ev.endswith("within 4.3 s.e."), ev)
+        base5 = pts({s: 10 for s in range(5)})
+        var5 = pts({0: 10 ** 1.9, 1: 10 ** 2.3, 2: 10 ** 1.5, 3: 10 ** 2.3, 4: 10 ** 1.5})
+        v, ev = mr.run_test("up", "spike_magnitude", base5, var5)
+        self.assertEqual(v, "reproduced in direction", ev)
+        self.assertTrue(ev.endswith("beyond 2.78 s.e."), ev)
 
 
 class Tests(unittest.TestCase):
