@@ -663,6 +663,48 @@ def processors(sweeps):
             "at a time): %s.%s\n" % (len(runs), "; ".join(parts), mix))
 
 
+def finished_rates(sweeps):
+    """The logging intervals' tokens/s of a tier's finished runs (each distinct run once), sorted."""
+    runs = {share_points.hash_of(p["id"]): p for pts in sweeps.values() for p in pts or []
+            if p["state"] == "done" and p.get("tokens_per_s")}
+    return sorted(r for p in runs.values() for r in p["tokens_per_s"])
+
+
+def run_steps(sweeps):
+    """The steps of a tier's runs: the most any finished point reached (their common target)."""
+    return max((int(p["step"]) for pts in sweeps.values() for p in pts or []
+                if p["state"] == "done" and p.get("step") not in (None, "")), default=0)
+
+
+def run_minutes(sweeps):
+    """Minutes one natural run takes at the median rate of the finished runs (cpu_queue.py's estimate:
+    its tokens over the rate, plus its overhead for evaluation and probes), None without rates."""
+    rates = finished_rates(sweeps)
+    if not rates or not run_steps(sweeps):
+        return None
+    return run_steps(sweeps) * cpu_queue.TOKENS_PER_STEP / rates[len(rates) // 2] * cpu_queue.OVERHEAD / 60
+
+
+def run_cost(sweeps):
+    """The clause on what one run costs, from the finished runs' measured throughput."""
+    rates, minutes = finished_rates(sweeps), run_minutes(sweeps)
+    if minutes is None:
+        return "each takes ~1 h in fp32 on this project's 2-core CPU hosts"
+    return ("each is %s steps of %s tokens (%.1f M) in fp32: ~%.0f min (its tokens at the median %.1f k tokens/s "
+            "of the finished runs' logging intervals, one or two runs at a time on 2-core CPU hosts, the processors "
+            "line below giving each host's rate, plus %.0f %% for evaluation and probes)" % (
+                "{:,}".format(run_steps(sweeps)), "{:,}".format(cpu_queue.TOKENS_PER_STEP),
+                run_steps(sweeps) * cpu_queue.TOKENS_PER_STEP / 1e6, minutes,
+                rates[len(rates) // 2] / 1e3, (cpu_queue.OVERHEAD - 1) * 100))
+
+
+def run_hours(sweeps, left):
+    """The clause on what the runs left cost: run-hours, and wall hours at two runs at a time."""
+    minutes = run_minutes(sweeps) or 60
+    hours = left * minutes / 60
+    return "~%.0f run-hours (~%.0f h on a 2-core host training two at a time)" % (hours, hours / 2)
+
+
 def cpu_mix(name, runs_dir, ids):
     """Warns when a sweep's finished runs came from different processors (run.json provenance.cpu):
     their floating-point paths differ, so pairing by seed no longer means bit-identical baselines."""
@@ -1174,10 +1216,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
     if cost and cost[1] < cost[0]:
         out.append("%s: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
-                   "once: `share_points.py` copies it), %d of them finished (scale-scan points included); each "
-                   "takes ~1 h in fp32 on this project's 2-core CPU hosts (2.2 k tokens/s with 2 threads on the AMD EPYC, "
-                   "below; the processors line gives each host's measured rate), "
-                   "so the rest is ~%d h of CPU, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
+                   "once: `share_points.py` copies it), %d of them finished (scale-scan points included); %s, "
+                   "so the rest is %s, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
                    "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6; then one variant each "
@@ -1188,7 +1228,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
                    "found no sink at this scale: a sink test against a baseline without one is untestable (the "
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
-                       "Why" if none_run else "Progress", cost[0], cost[1], cost[0] - cost[1], REL, REL))
+                       "Why" if none_run else "Progress", cost[0], cost[1], run_cost(data.sweeps),
+                       run_hours(data.sweeps, cost[0] - cost[1]), REL, REL))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
         if line:
