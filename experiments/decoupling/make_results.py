@@ -208,9 +208,16 @@ def predictions(tp):
                      V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
                     ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
                      V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
+             controls=[("spike: pre + QK-norm vs pre (QK-norm alone)", "spike_magnitude", B("norm-type"),
+                        V("norm-type", placement="pre", type="rmsnorm", qk="true")),
+                       ("spike: sandwich vs pre (sandwich alone)", "spike_magnitude", B("norm-type"),
+                        V("norm-type", placement="sandwich", type="rmsnorm", qk="false")),
+                       ("spike: sandwich+QK-norm vs sandwich (QK-norm on top of it)", "spike_magnitude",
+                        V("norm-type", placement="sandwich", type="rmsnorm", qk="false"),
+                        V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
              note="the rows pre + QK-norm and sandwich without QK-norm are controls that separate the two changes "
-                  "(not predictions of the paper): read each one's spike and sink columns against the pre row to "
-                  "see which change moves which quantity."),
+                  "(not predictions of the paper): the controls above compare them, and the sink columns can be "
+                  "read against the pre row the same way."),
         dict(id="P5", change="DyT instead of every norm", paper="spike -> 153, sink 61.0 %",
              expected="spike down, sink about equal or up",
              rows=[B("norm-type"), dyt_norm_type] + ([dyt] if dyt != dyt_norm_type else []),
@@ -861,6 +868,23 @@ def signed_verdict(d, se, n, sign, ev):
     return "inconclusive", ev + ": within %.3g s.e." % k
 
 
+def control_effect(metric, ref_pts, var_pts):
+    """A control comparison (no prediction, so no verdict): the paired effect of var over ref with its
+    two-sided 95 % t interval, as a ratio for spike magnitudes (log10 pairs) and a difference otherwise."""
+    if ref_pts is None or var_pts is None:
+        return "sweep not run (no report)"
+    ref, var = values(ref_pts, metric), values(var_pts, metric)
+    log = metric in ("spike_magnitude", "fp_spike")
+    d, se, n = paired(ref, var, log=log)
+    if n < 2 or se is None:
+        return "%d paired seed(s)" % n
+    k = t_crit(n)
+    if log:
+        return "x%.3g, 95 %% interval x%.3g to x%.3g (mean log10 ratio %+.3f, s.e. %.3f, n %d)" % (
+            10 ** d, 10 ** (d - k * se), 10 ** (d + k * se), d, se, n)
+    return "diff %+.4g, 95 %% interval %+.4g to %+.4g (s.e. %.3g, n %d)" % (d, d - k * se, d + k * se, se, n)
+
+
 def baseline_without_sink(kind, metric, ref_pts):
     """For a test that a variant keeps ("stays") or removes ("down") the baseline's sink: why it
     cannot be read when the baseline has none (largest per-layer Sink^0.3 below SINK_ABSENT by
@@ -1292,6 +1316,10 @@ def render_tier(tier, desc, axes, data, out, cost=None):
         d.append("Tests:\n")
         for lab, v, ev in results:
             d.append("- %s: **%s** — %s" % (lab, v, ev))
+        if pred.get("controls") and axes:
+            d.append("\nControls (not predictions, so no verdict; paired by seed, Student's t interval):\n")
+            for lab, metric, ref, var in pred["controls"]:
+                d.append("- %s: %s" % (lab, control_effect(metric, data.select(ref), data.select(var))))
         if failed:
             d.append("\nDid not learn (val loss less than %d %% below its first evaluation; the table and tests "
                      "leave these seeds out): %s." % (round(LEARN_MIN_DROP * 100), "; ".join(

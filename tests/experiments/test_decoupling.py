@@ -53,6 +53,21 @@ def t_cdf(x, df, steps=4000):
     return 0.5 + s * h / 3
 
 
+class Controls(unittest.TestCase):
+    def test_a_control_gives_the_effect_and_its_t_interval(self):
+        ref = pts({"0": 100.0, "1": 100.0, "2": 100.0})
+        var = pts({"0": 10.0, "1": 100.0, "2": 1000.0})  # log10 ratios -1, 0, +1: mean 0, s.e. 1/sqrt(3)
+        txt = mr.control_effect("spike_magnitude", ref, var)
+        hi = 10 ** (4.303 / 3 ** 0.5)
+        self.assertIn("x1, 95 %% interval x%.3g to x%.3g" % (1 / hi, hi), txt)
+        self.assertIn("s.e. 0.577, n 3", txt)
+        diff = mr.control_effect("sink_mass", pts({"0": 0.1, "1": 0.2}, "sink_mass"),
+                                 pts({"0": 0.2, "1": 0.4}, "sink_mass"))
+        self.assertIn("diff +0.15, 95 %% interval %+.4g to %+.4g" % (0.15 - 12.706 * 0.05, 0.15 + 12.706 * 0.05), diff)
+        self.assertEqual(mr.control_effect("spike_magnitude", ref, pts({"0": 5.0})), "1 paired seed(s)")
+        self.assertEqual(mr.control_effect("spike_magnitude", None, var), "sweep not run (no report)")
+
+
 class Critical(unittest.TestCase):
     def test_t_quantiles(self):
         # the table (n 2..31) and the expansion beyond it are Student's t 0.975 quantiles with n - 1 df
