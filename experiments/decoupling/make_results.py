@@ -302,8 +302,12 @@ def predictions(tp):
              + [("bias-key mass (%s) vs softmax's token-0 mass" % a, "up", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"), "bias_mass")
                 for a in ("k_bias", "kv_bias")]
              + [("spike: kv_bias vs softmax", "down", "spike_magnitude", B("sink-free"), V("sink-free", attn="kv_bias", sb="0.0"))],
-             note="softmax1 and sink_token have no number in PAPER.md; they are shown for reference (for sink_token, "
-                  "position 0 is the learned token, so its sink mass is the mass on that token)."),
+             controls=[("%s: %s vs softmax" % (lab, a), metric, B("sink-free"), V("sink-free", attn=a, sb="0.0"))
+                       for a in ("softmax1", "sink_token")
+                       for lab, metric in (("token-0 sink mass", "sink_mass"), ("max layer Sink^0.3", "sink_eps_max"),
+                                           ("spike", "spike_magnitude"))],
+             note="softmax1 and sink_token have no number in PAPER.md; they are shown for reference, as controls "
+                  "(for sink_token, position 0 is the learned token, so its sink mass is the mass on that token)."),
     ]
 
 
@@ -877,6 +881,8 @@ def control_effect(metric, ref_pts, var_pts):
     if ref_pts is None or var_pts is None:
         return "sweep not run (no report)"
     ref, var = values(ref_pts, metric), values(var_pts, metric)
+    if not var or not ref:
+        return "no finished seed of the %s yet" % ("variant" if not var else "reference")
     log = metric in ("spike_magnitude", "fp_spike")
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:

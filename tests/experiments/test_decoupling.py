@@ -66,6 +66,8 @@ class Controls(unittest.TestCase):
         self.assertIn("diff +0.15, 95 %% interval %+.4g to %+.4g" % (0.15 - 12.706 * 0.05, 0.15 + 12.706 * 0.05), diff)
         self.assertEqual(mr.control_effect("spike_magnitude", ref, pts({"0": 5.0})), "1 paired seed(s)")
         self.assertEqual(mr.control_effect("spike_magnitude", None, var), "sweep not run (no report)")
+        self.assertEqual(mr.control_effect("spike_magnitude", ref, pts({"0": None})),  # not finished: no value
+                         "no finished seed of the variant yet")
 
 
 class Critical(unittest.TestCase):
