@@ -1771,6 +1771,9 @@ def main():
               "data yet or a variant they read has seeds still to train; "
               "\"(k of n tests reproduced)\" (untestable tests not counted) beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",
+              "- controls (P4's single changes, P11's middle weight decay, P14's softmax1 and sink_token): rows "
+              "that are no prediction of the paper get no verdict and do not count in one; each is given as its "
+              "paired effect with the 95 % interval mean d ± k s.e. (a ratio for spike magnitudes).",
               "- only finished points count (a point's `done`): the numbers of one that is running or was "
               "stopped before its last step come from an earlier probe than its sweep's finished seeds, so the "
               "tables' `seeds` column counts finished seeds and the tests leave the others out (the scale scan's "
