@@ -251,7 +251,10 @@ def predictions(tp):
              expected="sink stays",
              rows=[B("gates")] + [V("gates", kind=k, gran=g) for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
              tests=[("sink: %s %s vs none" % (k, g), "stays", "sink_eps_max", B("gates"), V("gates", kind=k, gran=g))
-                    for k in ("static", "position", "token") for g in ("headwise", "elementwise")]),
+                    for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
+             controls=[("spike: %s %s vs none" % (k, g), "spike_magnitude", B("gates"), V("gates", kind=k, gran=g))
+                       for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
+             note="the paper predicts nothing about these gates' spikes; the controls give them beside P8's."),
         dict(id="P9", change="loss window (paper 1/256, 1/4096 vs 1024/4096, 2048/4096)",
              paper="sink 42-46 % vs 13 %, 1.2 %", expected="removing the short-range loss removes the sink",
              rows=[V("loss-window", window=w) for w in win],
@@ -1771,7 +1774,8 @@ def main():
               "data yet or a variant they read has seeds still to train; "
               "\"(k of n tests reproduced)\" (untestable tests not counted) beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",
-              "- controls (P4's single changes, P11's middle weight decay, P14's softmax1 and sink_token): rows "
+              "- controls (P4's single changes, P8b's gates' spikes, P11's middle weight decay, P14's softmax1 and "
+              "sink_token): comparisons "
               "that are no prediction of the paper get no verdict and do not count in one; each is given as its "
               "paired effect with the 95 % interval mean d ± k s.e. (a ratio for spike magnitudes).",
               "- only finished points count (a point's `done`): the numbers of one that is running or was "
