@@ -655,14 +655,17 @@ def run_cpu(run_dir):
     return share_points.provenance(run_dir).get("cpu")
 
 
+def finished_runs(sweeps):
+    """hash suffix -> point for a tier's finished points read from a run directory (their `cpu` and
+    `tokens_per_s`), each distinct run once (share_points.py's key: a shared baseline counts once)."""
+    return {share_points.hash_of(p["id"]): p for pts in sweeps.values() for p in pts or []
+            if p["state"] == "done" and "cpu" in p}
+
+
 def processors(sweeps):
     """One sentence on which processors trained a tier's finished runs (each distinct run once, keyed
     like share_points.py) and their median training throughput, or "" when none has a run directory."""
-    runs = {}
-    for pts in sweeps.values():
-        for p in pts or []:
-            if p["state"] == "done" and "cpu" in p:
-                runs[share_points.hash_of(p["id"])] = p
+    runs = finished_runs(sweeps)
     if not runs:
         return ""
     by = {}
@@ -680,46 +683,32 @@ def processors(sweeps):
             "at a time): %s.%s\n" % (len(runs), "; ".join(parts), mix))
 
 
-def finished_rates(sweeps):
-    """The logging intervals' tokens/s of a tier's finished runs (each distinct run once), sorted."""
-    runs = {share_points.hash_of(p["id"]): p for pts in sweeps.values() for p in pts or []
-            if p["state"] == "done" and p.get("tokens_per_s")}
-    return sorted(r for p in runs.values() for r in p["tokens_per_s"])
-
-
-def run_steps(sweeps):
-    """The steps of a tier's runs: the most any finished point reached (their common target)."""
-    return max((int(p["step"]) for pts in sweeps.values() for p in pts or []
-                if p["state"] == "done" and p.get("step") not in (None, "")), default=0)
-
-
-def run_minutes(sweeps):
-    """Minutes one natural run takes at the median rate of the finished runs (cpu_queue.py's estimate:
-    its tokens over the rate, plus its overhead for evaluation and probes), None without rates."""
-    rates = finished_rates(sweeps)
-    if not rates or not run_steps(sweeps):
+def run_estimate(sweeps):
+    """(steps, median tokens/s, minutes) of one run of a tier, from its finished runs: the steps any
+    finished point reached (their common target), the median over the runs' logging intervals, and
+    cpu_queue.py's own estimate at that rate (evaluation and probes included); None without rates."""
+    rates = sorted(r for p in finished_runs(sweeps).values() for r in p["tokens_per_s"])
+    steps = max((int(p["step"]) for pts in sweeps.values() for p in pts or []
+                 if p["state"] == "done" and p.get("step") not in (None, "")), default=0)
+    if not rates or not steps:
         return None
-    return run_steps(sweeps) * cpu_queue.TOKENS_PER_STEP / rates[len(rates) // 2] * cpu_queue.OVERHEAD / 60
+    rate = rates[len(rates) // 2]
+    return steps, rate, cpu_queue.minutes_left(rate, {}, "", "", steps)
 
 
-def run_cost(sweeps):
-    """The clause on what one run costs, from the finished runs' measured throughput."""
-    rates, minutes = finished_rates(sweeps), run_minutes(sweeps)
-    if minutes is None:
-        return "each takes ~1 h in fp32 on this project's 2-core CPU hosts"
-    return ("each is %s steps of %s tokens (%.1f M) in fp32: ~%.0f min (its tokens at the median %.1f k tokens/s "
-            "of the finished runs' logging intervals, one or two runs at a time on 2-core CPU hosts, the processors "
-            "line below giving each host's rate, plus %.0f %% for evaluation and probes)" % (
-                "{:,}".format(run_steps(sweeps)), "{:,}".format(cpu_queue.TOKENS_PER_STEP),
-                run_steps(sweeps) * cpu_queue.TOKENS_PER_STEP / 1e6, minutes,
-                rates[len(rates) // 2] / 1e3, (cpu_queue.OVERHEAD - 1) * 100))
-
-
-def run_hours(sweeps, left):
-    """The clause on what the runs left cost: run-hours, and wall hours at two runs at a time."""
-    minutes = run_minutes(sweeps) or 60
+def run_cost(est, left):
+    """The clauses on what one run costs and what the `left` runs cost (est: run_estimate's)."""
+    if est is None:
+        return ("each takes ~1 h in fp32 on this project's 2-core CPU hosts",
+                "~%d run-hours (~%.0f h on a 2-core host training two at a time)" % (left, left / 2))
+    steps, rate, minutes = est
     hours = left * minutes / 60
-    return "~%.0f run-hours (~%.0f h on a 2-core host training two at a time)" % (hours, hours / 2)
+    return (("each is %s steps of %s tokens (%.1f M) in fp32: ~%.0f min (its tokens at the median %.1f k tokens/s "
+             "of the finished runs' logging intervals, one or two runs at a time on 2-core CPU hosts, the processors "
+             "line below giving each host's rate, plus %.0f %% for evaluation and probes)" % (
+                 "{:,}".format(steps), "{:,}".format(cpu_queue.TOKENS_PER_STEP), steps * cpu_queue.TOKENS_PER_STEP / 1e6,
+                 minutes, rate / 1e3, (cpu_queue.OVERHEAD - 1) * 100)),
+            "~%.0f run-hours (~%.0f h on a 2-core host training two at a time)" % (hours, hours / 2))
 
 
 def cpu_mix(name, runs_dir, ids):
@@ -831,6 +820,10 @@ def values(points, metric):
     return {p["seed"]: p.get(metric) for p in points if p.get(metric) is not None}
 
 
+# Metrics compared as log10 (spike magnitudes: the ratio is what reads).
+LOG_METRICS = ("spike_magnitude", "fp_spike")
+
+
 def paired(ref, var, log=False):
     """Paired (by seed) difference var - ref: mean, s.e., n. log: differences of log10."""
     ds = []
@@ -886,7 +879,7 @@ def control_effect(metric, ref_pts, var_pts):
     ref, var = values(ref_pts, metric), values(var_pts, metric)
     if not var or not ref:
         return "no finished seed of the %s yet" % ("variant" if not var else "reference")
-    log = metric in ("spike_magnitude", "fp_spike")
+    log = metric in LOG_METRICS
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:
         return "%d paired seed(s)" % n
@@ -949,7 +942,7 @@ def run_test(kind, metric, ref_pts, var_pts, var_metric=None):
         return "not run yet", "no finished seed of the variant yet"
     if not ref:
         return "not run yet", "no finished seed of the baseline yet"
-    log = metric in ("spike_magnitude", "fp_spike") and vm in ("spike_magnitude", "fp_spike", "fp_norm_input_top1")
+    log = metric in LOG_METRICS and vm in LOG_METRICS + ("fp_norm_input_top1",)
     left = "; %d more finished seed(s) probed before the probe recorded %s" % (unprobed, vm) if unprobed else ""
     d, se, n = paired(ref, var, log=log)
     if n < 2 or se is None:
@@ -992,7 +985,7 @@ def run_trend(kind, metric, series):
     on x; the verdict compares the mean slope with t_crit s.e. over seeds."""
     if any(pts is None for _, pts in series):
         return "not run yet", "sweep not run (no report)"
-    log = metric in ("spike_magnitude", "fp_spike")
+    log = metric in LOG_METRICS
     xs = [x for x, _ in series]
     mx = sum(xs) / len(xs)
     sxx = sum((x - mx) ** 2 for x in xs)
@@ -1264,8 +1257,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
                    "found no sink at this scale: a sink test against a baseline without one is untestable (the "
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
-                       "Why" if none_run else "Progress", cost[0], cost[1], run_cost(data.sweeps),
-                       run_hours(data.sweeps, cost[0] - cost[1]), REL, REL))
+                       ("Why" if none_run else "Progress", cost[0], cost[1])
+                       + run_cost(run_estimate(data.sweeps), cost[0] - cost[1]) + (REL, REL)))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
         if line:
