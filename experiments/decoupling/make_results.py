@@ -208,6 +208,7 @@ def predictions(tp):
                      V("norm-type", placement="sandwich", type="rmsnorm", qk="true")),
                     ("sink: sandwich+QK-norm vs pre", "stays", "sink_eps_max", B("norm-type"),
                      V("norm-type", placement="sandwich", type="rmsnorm", qk="true"))],
+             controls_are="single changes",
              controls=[("spike: pre + QK-norm vs pre (QK-norm alone)", "spike_magnitude", B("norm-type"),
                         V("norm-type", placement="pre", type="rmsnorm", qk="true")),
                        ("spike: sandwich vs pre (sandwich alone)", "spike_magnitude", B("norm-type"),
@@ -252,6 +253,7 @@ def predictions(tp):
              rows=[B("gates")] + [V("gates", kind=k, gran=g) for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
              tests=[("sink: %s %s vs none" % (k, g), "stays", "sink_eps_max", B("gates"), V("gates", kind=k, gran=g))
                     for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
+             controls_are="gates' spikes",
              controls=[("spike: %s %s vs none" % (k, g), "spike_magnitude", B("gates"), V("gates", kind=k, gran=g))
                        for k in ("static", "position", "token") for g in ("headwise", "elementwise")],
              note="the paper predicts nothing about these gates' spikes; the controls give them beside P8's."),
@@ -268,6 +270,7 @@ def predictions(tp):
              expected="spike up",
              rows=[B("weight-decay"), V("weight-decay", wd="0.01"), V("weight-decay", wd="0.0")],
              tests=[("spike: wd 0 vs wd 0.1", "up", "spike_magnitude", B("weight-decay"), V("weight-decay", wd="0.0"))],
+             controls_are="middle weight decay",
              controls=[("spike: wd 0.01 vs wd 0.1", "spike_magnitude", B("weight-decay"), V("weight-decay", wd="0.01")),
                        ("spike: wd 0 vs wd 0.01", "spike_magnitude", V("weight-decay", wd="0.01"),
                         V("weight-decay", wd="0.0"))]),
@@ -305,6 +308,7 @@ def predictions(tp):
              + [("bias-key mass (%s) vs softmax's token-0 mass" % a, "up", "sink_mass", B("sink-free"), V("sink-free", attn=a, sb="0.0"), "bias_mass")
                 for a in ("k_bias", "kv_bias")]
              + [("spike: kv_bias vs softmax", "down", "spike_magnitude", B("sink-free"), V("sink-free", attn="kv_bias", sb="0.0"))],
+             controls_are="softmax1 and sink_token",
              controls=[("%s: %s vs softmax" % (lab, a), metric, B("sink-free"), V("sink-free", attn=a, sb="0.0"))
                        for a in ("softmax1", "sink_token")
                        for lab, metric in (("token-0 sink mass", "sink_mass"), ("max layer Sink^0.3", "sink_eps_max"),
@@ -842,14 +846,14 @@ def paired(ref, var, log=False):
 
 # Two-sided 95 % quantiles of Student's t with 1..30 degrees of freedom (tests/experiments checks
 # them against the integrated density); beyond 30, the Cornish-Fisher expansion about the normal's.
-T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042)
+T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281, 2.2010, 2.1788,
+        2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860, 2.0796, 2.0739, 2.0687, 2.0639,
+        2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423)
 
 
 def t_crit(n):
     """How many s.e. a mean over n seeds must clear: Student's t 0.975 quantile with n - 1 degrees
-    of freedom (12.7 at n 2, 4.30 at n 3, 2.36 at n 8), so that a verdict from 2 or 3 seeds is not
+    of freedom (12.71 at n 2, 4.303 at n 3, 2.365 at n 8), so that a verdict from 2 or 3 seeds is not
     read as if their sd were the population's (a flat 2 s.e. would be a 70 % interval at n 2)."""
     df = n - 1
     if df < 1:
@@ -859,6 +863,18 @@ def t_crit(n):
     z = 1.959964
     return (z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
             + (3 * z ** 7 + 19 * z ** 5 + 17 * z ** 3 - 15 * z) / (384 * df ** 3))
+
+
+def t_coverage(k, n, steps=2000):
+    """The probability that a mean over n seeds lies within k of its s.e. of the true mean: P(|T| < k)
+    for Student's t with n - 1 degrees of freedom (Simpson's rule on its density); what an interval of
+    k s.e. covers at n seeds (a flat 2 s.e.: 70 % at n 2, 82 % at n 3)."""
+    df = n - 1
+    c = math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi)
+    h = k / steps
+    s = sum((1 if i in (0, steps) else 4 if i % 2 else 2) * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2)
+            for i in range(steps + 1))
+    return 2 * c * s * h / 3
 
 
 def signed_verdict(d, se, n, sign, ev):
@@ -1736,10 +1752,11 @@ def main():
               "over the seeds both have (points of one seed share data order and, with `init_from_seed`, the "
               "initial weights, so differences are **paired by seed**: d_s = variant_s − baseline_s, mean d "
               "and s.e. = sd(d)/√n), and a test clears **k s.e.**, k being Student's t 0.975 quantile with n − 1 "
-              "degrees of freedom (a two-sided 95 % interval: k = 12.7 at n 2, 4.30 at n 3, 2.36 at n 8; a flat 2 s.e. "
-              "would be a 70 % interval at n 2 and 82 % at n 3). Spike magnitudes are compared as log10 (the ratio is shown). The numbers "
+              "degrees of freedom (a two-sided 95 %% interval: k = %.1f at n 2, %.2f at n 3, %.2f at n 8; a flat 2 s.e. "
+              "would be a %.0f %% interval at n 2 and %.0f %% at n 3). Spike magnitudes are compared as log10 (the ratio is shown). The numbers "
               "are those of the **last in-training probe** (`train.probe.every`; compact probe on `probe.train_sequences` = 16 sequences of the tier's T tokens: 64 synthetic, 256 natural) and the last validation loss. "
-              "\"sink\" is the largest per-layer Sink^0.3 (issue 10's measure) unless a test names sink mass.", "",
+              "\"sink\" is the largest per-layer Sink^0.3 (issue 10's measure) unless a test names sink mass."
+              % (t_crit(2), t_crit(3), t_crit(8), 100 * t_coverage(2, 2), 100 * t_coverage(2, 3)), "",
               "- direction (↓/↑): **reproduced in direction** when mean d has the paper's sign and |mean d| > k s.e.; "
               "**not reproduced** when it has the opposite sign beyond k s.e.; **inconclusive** otherwise.",
               "- sink stays (≈): reproduced when mean d − k s.e. > −%g × the baseline mean (the sink is not halved); "
@@ -1767,10 +1784,10 @@ def main():
               "data yet or a variant they read has seeds still to train; "
               "\"(k of n tests reproduced)\" (untestable tests not counted) beside any verdict but a full reproduction.",
               "- fewer than 2 paired seeds: inconclusive.",
-              "- controls (P4's single changes, P8b's gates' spikes, P11's middle weight decay, P14's softmax1 and "
-              "sink_token): comparisons "
-              "that are no prediction of the paper get no verdict and do not count in one; each is given as its "
-              "paired effect with the 95 % interval mean d ± k s.e. (a ratio for spike magnitudes).",
+              "- controls (%s): comparisons that are no prediction of the paper get no verdict and do not count in "
+              "one; each is given as its paired effect with the 95 %% interval mean d ± k s.e. (a ratio for spike "
+              "magnitudes)." % ", ".join("%s's %s" % (p["id"], p["controls_are"])
+                                         for p in predictions(TIER_PARAMS["synthetic"]) if p.get("controls")),
               "- only finished points count (a point's `done`): the numbers of one that is running or was "
               "stopped before its last step come from an earlier probe than its sweep's finished seeds, so the "
               "tables' `seeds` column counts finished seeds and the tests leave the others out (the scale scan's "

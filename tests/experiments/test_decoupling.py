@@ -58,12 +58,12 @@ class Controls(unittest.TestCase):
         ref = pts({"0": 100.0, "1": 100.0, "2": 100.0})
         var = pts({"0": 10.0, "1": 100.0, "2": 1000.0})  # log10 ratios -1, 0, +1: mean 0, s.e. 1/sqrt(3)
         txt = mr.control_effect("spike_magnitude", ref, var)
-        hi = 10 ** (4.303 / 3 ** 0.5)
+        hi = 10 ** (4.3027 / 3 ** 0.5)
         self.assertIn("x1, 95 %% interval x%.3g to x%.3g" % (1 / hi, hi), txt)
         self.assertIn("s.e. 0.577, n 3", txt)
         diff = mr.control_effect("sink_mass", pts({"0": 0.1, "1": 0.2}, "sink_mass"),
                                  pts({"0": 0.2, "1": 0.4}, "sink_mass"))
-        self.assertIn("diff +0.15, 95 %% interval %+.4g to %+.4g" % (0.15 - 12.706 * 0.05, 0.15 + 12.706 * 0.05), diff)
+        self.assertIn("diff +0.15, 95 %% interval %+.4g to %+.4g" % (0.15 - 12.7062 * 0.05, 0.15 + 12.7062 * 0.05), diff)
         self.assertEqual(mr.control_effect("spike_magnitude", ref, pts({"0": 5.0})), "1 paired seed(s)")
         self.assertEqual(mr.control_effect("spike_magnitude", None, var), "sweep not run (no report)")
         self.assertEqual(mr.control_effect("spike_magnitude", ref, pts({"0": None})),  # not finished: no value
@@ -74,12 +74,31 @@ class Critical(unittest.TestCase):
     def test_t_quantiles(self):
         # the table (n 2..31) and the expansion beyond it are Student's t 0.975 quantiles with n - 1 df
         for n in list(range(2, 33)) + [41, 61, 121]:
-            k = mr.t_crit(n)  # to its 3 decimals: the exact quantile lies within 0.0006 of it
-            self.assertLess(t_cdf(k - 6e-4, n - 1), 0.975, "n %d" % n)
-            self.assertGreater(t_cdf(k + 6e-4, n - 1), 0.975, "n %d" % n)
-        self.assertEqual((mr.t_crit(2), mr.t_crit(3), mr.t_crit(8)), (12.706, 4.303, 2.365))
+            k = mr.t_crit(n)  # to its 4 decimals: the exact quantile lies within 0.00006 of it
+            self.assertLess(t_cdf(k - 6e-5, n - 1), 0.975, "n %d" % n)
+            self.assertGreater(t_cdf(k + 6e-5, n - 1), 0.975, "n %d" % n)
+        self.assertEqual((mr.t_crit(2), mr.t_crit(3), mr.t_crit(8)), (12.7062, 4.3027, 2.3646))
         with self.assertRaises(ValueError):
             mr.t_crit(1)
+
+    def test_interval_coverage(self):
+        # closed forms of P(|T| < k): 2/pi atan(k) at 1 df, k / sqrt(k^2 + 2) at 2 df; t_crit's quantiles cover 95 %
+        for k in (0.5, 2.0, 12.706):
+            self.assertAlmostEqual(mr.t_coverage(k, 2), 2 / math.pi * math.atan(k), places=5)
+            self.assertAlmostEqual(mr.t_coverage(k, 3), k / math.sqrt(k * k + 2), places=5)
+        for n in (2, 3, 5, 8, 20):
+            self.assertAlmostEqual(mr.t_coverage(mr.t_crit(n), n), 0.95, places=3)
+        self.assertEqual(round(100 * mr.t_coverage(2, 2)), 70)  # RESULTS.md's "a flat 2 s.e." figures
+        self.assertEqual(round(100 * mr.t_coverage(2, 3)), 82)
+
+    def test_every_prediction_with_controls_names_them(self):
+        # the verdict rule's list of controls is built from these names
+        for tier in mr.TIER_PARAMS:
+            preds = mr.predictions(mr.TIER_PARAMS[tier])
+            with_controls = [p["id"] for p in preds if p.get("controls")]
+            self.assertEqual(with_controls, ["P4", "P8b", "P11", "P14"], tier)
+            for p in preds:
+                self.assertEqual(bool(p.get("controls_are")), bool(p.get("controls")), p["id"])
 
     def test_few_seeds_need_a_larger_effect(self):
         # log10 differences +0.9, +1.3, +0.5: mean 0.9, s.e. 0.231, 3.9 s.e. from 0 -- beyond a flat
