@@ -8,6 +8,7 @@ import datetime
 import json
 import math
 import os
+import statistics
 import sys
 import tempfile
 import unittest
@@ -408,9 +409,11 @@ class QueueClock(unittest.TestCase):
     def test_the_estimate_rate_is_measured_on_the_newest_runs_processor(self):
         import cpu_queue
 
-        def run(tmp, name, cpu, time, rates, done=True):
+        def run(tmp, name, cpu, time, rates, done=True, here=False):
             d = os.path.join(tmp, "sweep", name)
             os.makedirs(d)
+            if here:  # trained in this directory: the trainer's log, which a restored record lacks
+                open(os.path.join(d, "train.log"), "w").close()
             with open(os.path.join(d, "run.json"), "w") as f:
                 json.dump({"provenance": {"cpu": cpu, "time": time} if cpu else {"time": time}}, f)
             with open(os.path.join(d, "metrics.jsonl"), "w") as f:
@@ -430,17 +433,22 @@ class QueueClock(unittest.TestCase):
             run(tmp, "v_seed=2_00000005", "Intel Xeon (amx)", "2026-12-03T00:00:00Z", [(60, 100.0)], done=False)
             # the newest run (xeon3, still running) names the processor; only finished points count,
             # and the first 50 steps (warm-up) do not
-            self.assertEqual(cpu_queue.measured_rate(tmp), (1900.0, "Intel Xeon (amx)", 2))
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1900.0, "Intel Xeon (amx)", 2, False))
             run(tmp, "v_seed=1_00000006", "AMD EPYC (avx2)", "2026-12-04T00:00:00Z", [(60, 1000.0)])
-            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2, False))
             # a run with an earlier one's hash (a copy made by share_points.py, in another sweep) is that
             # run's measurement, not another one
             d = os.path.join(tmp, "other-sweep", "w_seed=1_00000006")
             os.makedirs(os.path.dirname(d))
             os.rename(os.path.join(tmp, "sweep", "v_seed=1_00000006"), d)
             run(tmp, "v_seed=1_00000006", "AMD EPYC (avx2)", "2026-12-04T01:00:00Z", [(60, 1000.0)])
-            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2))
+            self.assertEqual(cpu_queue.measured_rate(tmp), (1200.0, "AMD EPYC (avx2)", 2, False))
             self.assertEqual(len(cpu_queue.scan_runs(tmp)), 5)
+            # runs trained here (not restored from records) name this host's processor even when a record
+            # is newer, and their finished points alone give its rate: hosts of one label differ
+            run(tmp, "v_seed=3_00000007", "Intel Xeon (amx)", "2026-11-30T00:00:00Z", [(60, 3000.0)], here=True)
+            ratio = cpu_queue.relative_rates(cpu_queue.scan_runs(tmp))[("sweep", "v")]  # v on the EPYC: 1.09
+            self.assertEqual(cpu_queue.measured_rate(tmp), (3000.0 / ratio, "Intel Xeon (amx)", 1, True))
 
     def test_each_variant_is_estimated_at_its_rate_relative_to_the_others(self):
         import cpu_queue
@@ -457,6 +465,12 @@ class QueueClock(unittest.TestCase):
         ratios = cpu_queue.relative_rates(runs)
         self.assertAlmostEqual(ratios[("hd", "wide")], (1000 / 2000 + 600 / 1000) / 2)
         self.assertAlmostEqual(ratios[("hd", "narrow")], 1.5)
+        # runs trained here (a 7th field, True) are a processor of their own, though their label is the Xeon's:
+        # there "wide" runs at 0.8 of this host's median, and the other processors' ratios are as before
+        here = cpu_queue.relative_rates(runs + [("t7", "xeon", "hd", "base", True, [3000.0], True),
+                                                ("t8", "xeon", "hd", "wide", False, [2400.0], True)])
+        self.assertAlmostEqual(here[("hd", "wide")], statistics.median([0.5, 0.6, 2400 / 2700]))
+        self.assertAlmostEqual(here[("hd", "narrow")], 1.5)
         self.assertAlmostEqual(cpu_queue.point_rate(2400.0, ratios, "hd", "wide_seed=1_abcdef12"), 2400 * 0.55)
         self.assertEqual(cpu_queue.point_rate(2400.0, ratios, "hd", "unseen_seed=0_abcdef12"), 2400.0)
         self.assertEqual(cpu_queue.point_rate(2400.0, ratios, "other-sweep", "wide_seed=0_abcdef12"), 2400.0)
@@ -479,17 +493,31 @@ class QueueClock(unittest.TestCase):
             rate, source, runs = cpu_queue.host_rate(tmp)
             self.assertEqual((rate, runs), (1250.0, []))
             self.assertEqual(cpu_queue.host_rate(tmp, 999.0)[:2], (999.0, "--rate"))
-            d = os.path.join(tmp, "sweep", "a_seed=0_abcdef12")
-            os.makedirs(d)
-            with open(os.path.join(d, "run.json"), "w") as f:
-                json.dump({"provenance": {"cpu": "Xeon", "time": "2026-12-03T22:00:00Z"}}, f)
-            with open(os.path.join(d, "metrics.jsonl"), "w") as f:
-                f.write("".join(json.dumps({"step": s, "tokens_per_s": r}) + "\n"
-                                for s, r in ((50, 10.0), (100, 2400.0), (150, 2500.0), (200, 2450.0))))
+
+            def run(name, rates, done, here, time="2026-12-03T22:00:00Z"):
+                d = os.path.join(tmp, "sweep", name)
+                os.makedirs(d)
+                with open(os.path.join(d, "run.json"), "w") as f:
+                    json.dump({"provenance": {"cpu": "Xeon", "time": time}}, f)
+                with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+                    f.write("".join(json.dumps({"step": s, "tokens_per_s": r}) + "\n" for s, r in rates))
+                for fn, want in (("done", done), ("train.log", here)):
+                    if want:
+                        open(os.path.join(d, fn), "w").close()
+
+            # a record restored from another host with this processor's label, not finished: no rate
+            run("a_seed=0_abcdef12", ((50, 10.0), (100, 1500.0)), False, False)
+            self.assertEqual(cpu_queue.host_rate(tmp)[:2], (1250.0, "no rate measured yet on Xeon: a default"))
+            # finished there: its rate, until a run here has passed its warm-up
+            run("a_seed=1_abcdef13", ((100, 1800.0), (150, 1900.0)), True, False)
+            self.assertEqual(cpu_queue.host_rate(tmp)[:2], (1850.0, "the median of 1 point(s) finished on other Xeon hosts"))
+            run("b_seed=0_abcdef14", ((50, 10.0), (100, 2400.0), (150, 2500.0), (200, 2450.0)), False, True,
+                "2026-12-01T00:00:00Z")
             rate, source, runs = cpu_queue.host_rate(tmp)
-            self.assertEqual(rate, 2450.0)
-            self.assertIn("unfinished runs on Xeon", source)
-            self.assertEqual(runs[0][2:5], ("sweep", "a", False))
+            self.assertEqual((rate, source), (2450.0 / cpu_queue.relative_rates(runs)[("sweep", "b")],
+                                              "the median so far of the runs training here (Xeon)"))
+            self.assertEqual([r[2:5] + (r[6],) for r in runs],
+                             [("sweep", "a", False, False), ("sweep", "a", True, False), ("sweep", "b", False, True)])
 
 
 class SharePoints(unittest.TestCase):

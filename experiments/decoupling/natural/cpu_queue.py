@@ -27,8 +27,9 @@ tokens, one lane not measured there; the runs' `tokens_per_s`, kept in
   when none is. For hosts whose run directories do not outlast the session, where a point stopped
   unfinished is lost. The estimate: the steps left x 4,096 tokens / the point's rate, plus 10 % for
   evaluation and probes; the point's rate is this host's (--rate, else the median `tokens_per_s`
-  of the points finished here, else of its unfinished runs so far, each over its variant's ratio
-  below, else 1,250) times its variant's
+  of the points finished here, else of the runs training here so far, each over its variant's
+  ratio below, else of the points finished on other hosts with this processor's label, else 1,250)
+  times its variant's
   rate relative to the other runs on the processors it ran on (4 x 128 heads: 0.63; a variant not
   trained anywhere yet counts as 1). The ratios are rough (+-20 %: a processor's runs trained
   beside different loads), so leave a margin in --until.
@@ -203,12 +204,13 @@ def variant_of(pid):
 
 
 def scan_runs(runs_dir, skip_steps=50):
-    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps)] of the distinct
-    runs under runs_dir (runs/<sweep>/<id>) whose run.json names their processor. A run whose id's hash
-    suffix an earlier one has (a copy made by share_points.py, or restored by make_results.py without
-    its `shared_from` file: the baseline is in ten sweeps) is left out: its rates are that run's. The
-    sweeps are read in the queue's order (SWEEPS), then the rest, so a run is keyed by the sweep the
-    queue names it by."""
+    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps, trained here)] of
+    the distinct runs under runs_dir (runs/<sweep>/<id>) whose run.json names their processor. "Trained
+    here": the run has its trainer's train.log, which a record restored by make_results.py (from
+    whichever host trained it) lacks. A run whose id's hash suffix an earlier one has (a copy made by
+    share_points.py, or restored by make_results.py without its `shared_from` file: the baseline is
+    in ten sweeps) is left out: its rates are that run's. The sweeps are read in the queue's order
+    (SWEEPS), then the rest, so a run is keyed by the sweep the queue names it by."""
     out, seen = [], set()
     sweeps = sorted(os.listdir(runs_dir)) if os.path.isdir(runs_dir) else []
     for sweep in [s for s in SWEEPS if s in sweeps] + [s for s in sweeps if s not in SWEEPS]:
@@ -224,36 +226,52 @@ def scan_runs(runs_dir, skip_steps=50):
             except OSError:
                 rates = []
             out.append((str(prov["time"]), str(prov["cpu"]), sweep, variant_of(point),
-                        os.path.exists(os.path.join(d, "done")), rates))
+                        os.path.exists(os.path.join(d, "done")), rates, os.path.exists(os.path.join(d, "train.log"))))
     return out
 
 
+def host_cpu(runs):
+    """This host's processor label: that of the newest run trained here, else (a fresh host, before its
+    first point has started) of the newest record, whichever host trained it."""
+    here = [r for r in runs if r[6]]
+    return max(here or runs)[1] if runs else None
+
+
+def median_rate(runs, ratios):
+    """The median `tokens_per_s` over the runs' logging intervals, each divided by its variant's relative
+    rate (relative_rates: so the figure is the processor's median lane whichever variants it trained);
+    None when they have none."""
+    xs = [x / ratios.get((sweep, variant), 1.0) for _, _, sweep, variant, _, r, _ in runs for x in r]
+    return statistics.median(xs) if xs else None
+
+
 def measured_rate(runs_dir, skip_steps=50, runs=None):
-    """(tokens/s, cpu label, points) for the estimates: the median `tokens_per_s` over steps past
-    `skip_steps`, each divided by its variant's relative rate (relative_rates: so the figure is this
-    processor's median lane whichever variants it trained), of the finished points under runs_dir that
-    were trained on the processor of the most recently started run there (run.json's provenance.cpu and .time: runs_dir holds this host's runs,
-    and records restored from other hosts keep their older times). None when no run there records a
-    cpu label or none of that processor has finished. `runs`: scan_runs(runs_dir, skip_steps), if read."""
+    """(tokens/s, cpu label, points, trained here) for the estimates: median_rate over the steps past
+    `skip_steps` of the finished points on this host's processor (host_cpu) trained here, else of
+    those restored from records of other hosts with the same processor label (hosts of one label can
+    differ: two 'Intel Xeon (amx)' hosts trained the same point at 1.9 and 3.0 k tokens/s a lane).
+    None when no run there records a cpu label or none of that processor has finished.
+    `runs`: scan_runs(runs_dir, skip_steps), if read."""
     runs = scan_runs(runs_dir, skip_steps) if runs is None else runs
-    if not runs:
-        return None
-    cpu = max(runs)[1]
+    cpu = host_cpu(runs)
     ratios = relative_rates(runs)
-    mine = [[x / ratios.get((sweep, variant), 1.0) for x in r]
-            for _, c, sweep, variant, finished, r in runs if c == cpu and finished and r]
-    return (statistics.median([x for r in mine for x in r]), cpu, len(mine)) if mine else None
+    for here in (True, False):
+        mine = [r for r in runs if r[1] == cpu and r[4] and r[5] and r[6] == here]
+        if mine:
+            return median_rate(mine, ratios), cpu, len(mine), here
+    return None
 
 
 def relative_rates(runs):
     """{(sweep, variant): its tokens/s over its processor's median}, from scan_runs' records: each
     variant's median rate on a processor divided by that processor's median over all its runs
     (finished or not), then the median over the processors it ran on. A head_dim 128 point trains at
-    ~0.6-0.8 of the baseline's rate, so one rate for every point misjudges how long it takes."""
+    ~0.6-0.8 of the baseline's rate, so one rate for every point misjudges how long it takes. The runs
+    trained here count as a processor of their own (hosts of one label differ in speed)."""
     by_cpu = {}
-    for _, cpu, sweep, variant, _, rates in runs:
+    for _, cpu, sweep, variant, _, rates, *here in runs:
         if rates:
-            by_cpu.setdefault(cpu, {}).setdefault((sweep, variant), []).extend(rates)
+            by_cpu.setdefault((cpu, here == [True]), {}).setdefault((sweep, variant), []).extend(rates)
     ratios = {}
     for variants in by_cpu.values():
         cpu_median = statistics.median([x for r in variants.values() for x in r])
@@ -276,20 +294,22 @@ OVERHEAD = 1.10
 
 def host_rate(runs_dir, given=None):
     """(tokens/s of one lane on this host, where it comes from, scan_runs' records): `given` (--rate), else
-    measured_rate's median of the points finished here, else the median of this processor's unfinished
-    runs so far (a fresh host's first points), else 1,250 (the slowest 2-core host seen, AVX2 AMD EPYC)."""
+    the median of the points finished here (measured_rate), else of the runs training here so far (a
+    fresh host's first points, past their warm-up), else of the points finished on other hosts with
+    this processor's label, else 1,250 (the slowest 2-core host seen, AVX2 AMD EPYC)."""
     runs = scan_runs(runs_dir)
     if given is not None:
         return given, "--rate", runs
     m = measured_rate(runs_dir, runs=runs)
+    if m and m[3]:
+        return m[0], "the median of %d point(s) finished here (%s)" % (m[2], m[1]), runs
+    cpu, ratios = host_cpu(runs), relative_rates(runs)
+    now = median_rate([r for r in runs if r[6] and not r[4]], ratios)
+    if now:
+        return now, "the median so far of the runs training here (%s)" % cpu, runs
     if m:
-        return m[0], "the median of %d point(s) finished on %s" % (m[2], m[1]), runs
+        return m[0], "the median of %d point(s) finished on other %s hosts" % (m[2], m[1]), runs
     if runs:
-        cpu = max(runs)[1]
-        ratios = relative_rates(runs)
-        mine = [x / ratios.get((sweep, variant), 1.0) for _, c, sweep, variant, _, r in runs if c == cpu for x in r]
-        if mine:
-            return statistics.median(mine), "the median so far of the unfinished runs on %s" % cpu, runs
         return 1250.0, "no rate measured yet on %s: a default" % cpu, runs
     return 1250.0, "no run here records its processor: a default", runs
 
