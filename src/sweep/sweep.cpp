@@ -799,10 +799,27 @@ json report_json(const Plan& plan) {
     json seeds = json::array();
     for (size_t i : idx) seeds.push_back(points[i]["seed"]);
     row["seeds"] = seeds;
+    // Only finished points are averaged: a running or stopped point's last probe is from an earlier
+    // step than its finished seeds' (its own values stay in `points`).
+    auto finished = [&](size_t i) { return points[i]["state"].get<std::string>() == state_name(State::done); };
+    size_t n_done = 0, n_left_out = 0;
+    for (size_t i : idx) {
+      if (finished(i)) {
+        ++n_done;
+        continue;
+      }
+      for (const auto& m : kMetrics)
+        if (points[i][m].is_number()) {
+          ++n_left_out;
+          break;
+        }
+    }
+    row["finished"] = n_done;
+    row["unfinished_with_values"] = n_left_out;
     for (const auto& m : kMetrics) {
       std::vector<double> xs;
       for (size_t i : idx)
-        if (points[i][m].is_number()) xs.push_back(points[i][m].get<double>());
+        if (finished(i) && points[i][m].is_number()) xs.push_back(points[i][m].get<double>());
       json stat = {{"n", xs.size()}, {"mean", nullptr}, {"std", nullptr}};
       if (!xs.empty()) {
         double mean = 0;
@@ -889,10 +906,20 @@ std::string order_line(const json& report) {
   return std::string("data order: ") + (all ? "every point of a seed shares its data order" : "NOT matched") +
          " (" + per.substr(1, per.size() - 2) + ")";
 }
+
+// Says how many unfinished points that already have values the variant rows leave out; "" when none.
+std::string left_out_line(const json& report) {
+  size_t n = 0;
+  for (const auto& v : report["variants"]) n += v.value("unfinished_with_values", size_t{0});
+  if (n == 0) return "";
+  return "variant rows average finished points only: " + std::to_string(n) +
+         " unfinished point(s) with values left out (their latest values: `sweep status`, the points of --json)";
+}
 }  // namespace
 
 std::string report_table(const json& report) {
-  return columns(variant_rows(report)) + order_line(report) + "\n";
+  const std::string left = left_out_line(report);
+  return columns(variant_rows(report)) + order_line(report) + "\n" + (left.empty() ? "" : left + "\n");
 }
 
 std::string report_html(const Plan& plan, const json& report) {
@@ -917,7 +944,9 @@ std::string report_html(const Plan& plan, const json& report) {
     table += "</tr>";
     head = false;
   }
-  table += "</table><p>" + analysis::html_escape(order_line(report)) + "</p></section>";
+  table += "</table><p>" + analysis::html_escape(order_line(report)) + "</p>";
+  if (const std::string left = left_out_line(report); !left.empty()) table += "<p>" + analysis::html_escape(left) + "</p>";
+  table += "</section>";
   size_t body = html.find("<body");
   size_t at = body == std::string::npos ? std::string::npos : html.find('>', body);
   if (at == std::string::npos) return table + html;

@@ -259,6 +259,53 @@ TEST_CASE("sweep report table: a metric that fewer seeds have than the val loss 
   CHECK(sweep::report_table(report).find("(n 0)") == std::string::npos);
 }
 
+TEST_CASE("sweep report averages finished points only; unfinished ones with values are counted") {
+  Dir d("finished_only");
+  auto path = d.write("s.yaml", R"(base: base.yaml
+name: finished_only
+grid:
+  model.norm.placement: [pre]
+seeds: [0, 1, 2]
+)");
+  auto plan = sweep::make_plan(sweep::parse_sweep(path), (d.path / "runs").string());
+  REQUIRE(plan.points.size() == 3);
+  // seed 0 finished (val 4.0, spike 300); seed 1 stopped at step 10 (val 6.0, spike 40): an earlier
+  // probe than seed 0's; seed 2 never started
+  auto record = [](const sweep::Point& p, int step, double val, double spike, bool done) {
+    fs::create_directories(p.run_dir);
+    std::ofstream m(fs::path(p.run_dir) / "metrics.jsonl");
+    m << R"({"step": )" << step << R"(, "split": "val", "loss": )" << val << "}\n";
+    m << R"({"step": )" << step << R"(, "split": "probe", "probe": {"spike": {"magnitude": )" << spike
+      << R"(}, "sink": {"mass": 0.1, "sink_eps": 0.0, "sink_eps_per_layer": [0.0, 0.25]}}})" << "\n";
+    if (done) std::ofstream(fs::path(p.run_dir) / "done") << "";
+  };
+  record(plan.points[0], 20, 4.0, 300.0, true);
+  record(plan.points[1], 10, 6.0, 40.0, false);
+  auto report = sweep::report_json(plan);
+  REQUIRE(report["variants"].size() == 1);
+  const auto& v = report["variants"][0];
+  CHECK(v["finished"] == 1);
+  CHECK(v["unfinished_with_values"] == 1);
+  CHECK(v["val_loss"]["n"] == 1);
+  CHECK(v["val_loss"]["mean"].get<double>() == Approx(4.0));
+  CHECK(v["spike_magnitude"]["mean"].get<double>() == Approx(300.0));
+  CHECK(v["sink_eps_max"]["mean"].get<double>() == Approx(0.25));
+  // the stopped point keeps its own values among the points
+  CHECK(report["points"][1]["state"] == "pending");
+  CHECK(report["points"][1]["val_loss"].get<double>() == Approx(6.0));
+  const std::string table = sweep::report_table(report);
+  INFO(table);
+  CHECK_THAT(table, Catch::Contains("1/3"));
+  CHECK_THAT(table, Catch::Contains("1 unfinished point(s) with values left out"));
+  CHECK_THAT(sweep::report_csv(report), Catch::Contains(",3,4,0,"));  // seeds planned, then val loss 4 ± 0
+  // once it finishes, it counts
+  std::ofstream(fs::path(plan.points[1].run_dir) / "done") << "";
+  report = sweep::report_json(plan);
+  CHECK(report["variants"][0]["val_loss"]["mean"].get<double>() == Approx(5.0));
+  CHECK(report["variants"][0]["unfinished_with_values"] == 0);
+  CHECK(sweep::report_table(report).find("left out") == std::string::npos);
+}
+
 TEST_CASE("sweep run keeps launching points after its binary file is rebuilt or deleted") {
   Dir d("rebuilt");
   auto path = d.write("s.yaml", R"(base: base.yaml
