@@ -801,25 +801,20 @@ json report_json(const Plan& plan) {
     row["seeds"] = seeds;
     // Only finished points are averaged: a running or stopped point's last probe is from an earlier
     // step than its finished seeds' (its own values stay in `points`).
-    auto finished = [&](size_t i) { return points[i]["state"].get<std::string>() == state_name(State::done); };
-    size_t n_done = 0, n_left_out = 0;
+    std::vector<size_t> done;
+    size_t n_left_out = 0;
     for (size_t i : idx) {
-      if (finished(i)) {
-        ++n_done;
-        continue;
-      }
-      for (const auto& m : kMetrics)
-        if (points[i][m].is_number()) {
-          ++n_left_out;
-          break;
-        }
+      if (points[i]["state"].get<std::string>() == state_name(State::done))
+        done.push_back(i);
+      else if (std::any_of(kMetrics.begin(), kMetrics.end(), [&](const auto& m) { return points[i][m].is_number(); }))
+        ++n_left_out;
     }
-    row["finished"] = n_done;
+    row["finished"] = done.size();
     row["unfinished_with_values"] = n_left_out;
     for (const auto& m : kMetrics) {
       std::vector<double> xs;
-      for (size_t i : idx)
-        if (finished(i) && points[i][m].is_number()) xs.push_back(points[i][m].get<double>());
+      for (size_t i : done)
+        if (points[i][m].is_number()) xs.push_back(points[i][m].get<double>());
       json stat = {{"n", xs.size()}, {"mean", nullptr}, {"std", nullptr}};
       if (!xs.empty()) {
         double mean = 0;
@@ -913,7 +908,7 @@ std::string left_out_line(const json& report) {
   for (const auto& v : report["variants"]) n += v.value("unfinished_with_values", size_t{0});
   if (n == 0) return "";
   return "variant rows average finished points only: " + std::to_string(n) +
-         " unfinished point(s) with values left out (their latest values: `sweep status`, the points of --json)";
+         " unfinished point(s) with values left out (their latest values are in the points of --json)";
 }
 }  // namespace
 

@@ -45,6 +45,7 @@ The log (one line per start and end) is runs/cpu_queue.log beside the run direct
 point's own output is in its run directory (stdout.log, train.log).
 """
 import argparse
+import collections
 import concurrent.futures
 import datetime
 import os
@@ -203,8 +204,12 @@ def variant_of(pid):
     return re.sub(r"_?seed=\d+_[0-9a-f]+$", "", pid)
 
 
+# One run as scan_runs reads it; `here` defaults to False so plain 6-tuples (older callers, tests) read alike.
+Run = collections.namedtuple("Run", "time cpu sweep variant finished rates here", defaults=(False,))
+
+
 def scan_runs(runs_dir, skip_steps=50):
-    """[(start time, cpu label, sweep, variant, finished, training rates past skip_steps, trained here)] of
+    """[Run(start time, cpu label, sweep, variant, finished, training rates past skip_steps, trained here)] of
     the distinct runs under runs_dir (runs/<sweep>/<id>) whose run.json names their processor. "Trained
     here": the run has its trainer's train.log, which a record restored by make_results.py (from
     whichever host trained it) lacks. A run whose id's hash suffix an earlier one has (a copy made by
@@ -225,23 +230,23 @@ def scan_runs(runs_dir, skip_steps=50):
                 rates = share_points.train_rates(share_points.read_jsonl(os.path.join(d, "metrics.jsonl")), skip_steps)
             except OSError:
                 rates = []
-            out.append((str(prov["time"]), str(prov["cpu"]), sweep, variant_of(point),
-                        os.path.exists(os.path.join(d, "done")), rates, os.path.exists(os.path.join(d, "train.log"))))
+            out.append(Run(str(prov["time"]), str(prov["cpu"]), sweep, variant_of(point),
+                           os.path.exists(os.path.join(d, "done")), rates, os.path.exists(os.path.join(d, "train.log"))))
     return out
 
 
 def host_cpu(runs):
     """This host's processor label: that of the newest run trained here, else (a fresh host, before its
     first point has started) of the newest record, whichever host trained it."""
-    here = [r for r in runs if r[6]]
-    return max(here or runs)[1] if runs else None
+    here = [r for r in runs if r.here]
+    return max(here or runs).cpu if runs else None
 
 
 def median_rate(runs, ratios):
     """The median `tokens_per_s` over the runs' logging intervals, each divided by its variant's relative
     rate (relative_rates: so the figure is the processor's median lane whichever variants it trained);
     None when they have none."""
-    xs = [x / ratios.get((sweep, variant), 1.0) for _, _, sweep, variant, _, r, _ in runs for x in r]
+    xs = [x / ratios.get((r.sweep, r.variant), 1.0) for r in runs for x in r.rates]
     return statistics.median(xs) if xs else None
 
 
@@ -249,14 +254,15 @@ def measured_rate(runs_dir, skip_steps=50, runs=None):
     """(tokens/s, cpu label, points, trained here) for the estimates: median_rate over the steps past
     `skip_steps` of the finished points on this host's processor (host_cpu) trained here, else of
     those restored from records of other hosts with the same processor label (hosts of one label can
-    differ: two 'Intel Xeon (amx)' hosts trained the same point at 1.9 and 3.0 k tokens/s a lane).
+    differ: the records of 'Intel Xeon (amx)' hosts had a median of 1.9 k tokens/s a lane, the one of
+    session 29 trained at 3.0 k).
     None when no run there records a cpu label or none of that processor has finished.
     `runs`: scan_runs(runs_dir, skip_steps), if read."""
     runs = scan_runs(runs_dir, skip_steps) if runs is None else runs
     cpu = host_cpu(runs)
     ratios = relative_rates(runs)
     for here in (True, False):
-        mine = [r for r in runs if r[1] == cpu and r[4] and r[5] and r[6] == here]
+        mine = [r for r in runs if r.cpu == cpu and r.finished and r.rates and r.here == here]
         if mine:
             return median_rate(mine, ratios), cpu, len(mine), here
     return None
@@ -269,9 +275,9 @@ def relative_rates(runs):
     ~0.6-0.8 of the baseline's rate, so one rate for every point misjudges how long it takes. The runs
     trained here count as a processor of their own (hosts of one label differ in speed)."""
     by_cpu = {}
-    for _, cpu, sweep, variant, _, rates, *here in runs:
-        if rates:
-            by_cpu.setdefault((cpu, here == [True]), {}).setdefault((sweep, variant), []).extend(rates)
+    for r in map(lambda r: Run(*r), runs):
+        if r.rates:
+            by_cpu.setdefault((r.cpu, r.here), {}).setdefault((r.sweep, r.variant), []).extend(r.rates)
     ratios = {}
     for variants in by_cpu.values():
         cpu_median = statistics.median([x for r in variants.values() for x in r])
@@ -304,7 +310,7 @@ def host_rate(runs_dir, given=None):
     if m and m[3]:
         return m[0], "the median of %d point(s) finished here (%s)" % (m[2], m[1]), runs
     cpu, ratios = host_cpu(runs), relative_rates(runs)
-    now = median_rate([r for r in runs if r[6] and not r[4]], ratios)
+    now = median_rate([r for r in runs if r.here and not r.finished], ratios)
     if now:
         return now, "the median so far of the runs training here (%s)" % cpu, runs
     if m:
