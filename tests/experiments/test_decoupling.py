@@ -453,19 +453,19 @@ class QueueClock(unittest.TestCase):
         self.assertEqual(cpu_queue.variant_of("seed=0_027dd4d2"), "")
         # (time, cpu, sweep, variant, finished, rates): on the Xeon the wide heads train at half the
         # processor's median, on the EPYC at 0.6 of it: the median ratio over processors is 0.55
-        runs = [("t1", "xeon", "hd", "base", True, [2000.0, 2000.0]),
-                ("t2", "xeon", "hd", "wide", True, [1000.0]),
-                ("t3", "xeon", "hd", "narrow", False, [3000.0]),
-                ("t4", "epyc", "hd", "base", True, [1000.0]),
-                ("t5", "epyc", "hd", "wide", True, [600.0]),
-                ("t6", "epyc", "hd", "other", True, [1400.0])]
+        runs = [cpu_queue.Run("t1", "xeon", "hd", "base", True, [2000.0, 2000.0]),
+                cpu_queue.Run("t2", "xeon", "hd", "wide", True, [1000.0]),
+                cpu_queue.Run("t3", "xeon", "hd", "narrow", False, [3000.0]),
+                cpu_queue.Run("t4", "epyc", "hd", "base", True, [1000.0]),
+                cpu_queue.Run("t5", "epyc", "hd", "wide", True, [600.0]),
+                cpu_queue.Run("t6", "epyc", "hd", "other", True, [1400.0])]
         ratios = cpu_queue.relative_rates(runs)
         self.assertAlmostEqual(ratios[("hd", "wide")], (1000 / 2000 + 600 / 1000) / 2)
         self.assertAlmostEqual(ratios[("hd", "narrow")], 1.5)
-        # runs trained here (a 7th field, True) are a processor of their own, though their label is the Xeon's:
+        # runs trained here (`here` True) are a processor of their own, though their label is the Xeon's:
         # there "wide" runs at 0.8 of this host's median, and the other processors' ratios are as before
-        here = cpu_queue.relative_rates(runs + [("t7", "xeon", "hd", "base", True, [3000.0], True),
-                                                ("t8", "xeon", "hd", "wide", False, [2400.0], True)])
+        here = cpu_queue.relative_rates(runs + [cpu_queue.Run("t7", "xeon", "hd", "base", True, [3000.0], True),
+                                                cpu_queue.Run("t8", "xeon", "hd", "wide", False, [2400.0], True)])
         self.assertAlmostEqual(here[("hd", "wide")], statistics.median([0.5, 0.6, 2400 / 2700]))
         self.assertAlmostEqual(here[("hd", "narrow")], 1.5)
         self.assertAlmostEqual(cpu_queue.point_rate(2400.0, ratios, "hd", "wide_seed=1_abcdef12"), 2400 * 0.55)

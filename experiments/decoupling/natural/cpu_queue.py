@@ -204,7 +204,7 @@ def variant_of(pid):
     return re.sub(r"_?seed=\d+_[0-9a-f]+$", "", pid)
 
 
-# One run as scan_runs reads it; `here` defaults to False so plain 6-tuples (older callers, tests) read alike.
+# One run as scan_runs reads it (`here`: False unless given).
 Run = collections.namedtuple("Run", "time cpu sweep variant finished rates here", defaults=(False,))
 
 
@@ -275,7 +275,7 @@ def relative_rates(runs):
     ~0.6-0.8 of the baseline's rate, so one rate for every point misjudges how long it takes. The runs
     trained here count as a processor of their own (hosts of one label differ in speed)."""
     by_cpu = {}
-    for r in map(lambda r: Run(*r), runs):
+    for r in runs:
         if r.rates:
             by_cpu.setdefault((r.cpu, r.here), {}).setdefault((r.sweep, r.variant), []).extend(r.rates)
     ratios = {}
