@@ -451,14 +451,14 @@ class QueueClock(unittest.TestCase):
         import cpu_queue
         self.assertEqual(cpu_queue.variant_of("n_heads=4_head_dim=128_seed=2_830df7b4"), "n_heads=4_head_dim=128")
         self.assertEqual(cpu_queue.variant_of("seed=0_027dd4d2"), "")
-        # (time, cpu, sweep, variant, finished, rates): on the Xeon the wide heads train at half the
+        # Run(time, cpu, sweep, variant, finished, rates, here): on the Xeon the wide heads train at half the
         # processor's median, on the EPYC at 0.6 of it: the median ratio over processors is 0.55
-        runs = [cpu_queue.Run("t1", "xeon", "hd", "base", True, [2000.0, 2000.0]),
-                cpu_queue.Run("t2", "xeon", "hd", "wide", True, [1000.0]),
-                cpu_queue.Run("t3", "xeon", "hd", "narrow", False, [3000.0]),
-                cpu_queue.Run("t4", "epyc", "hd", "base", True, [1000.0]),
-                cpu_queue.Run("t5", "epyc", "hd", "wide", True, [600.0]),
-                cpu_queue.Run("t6", "epyc", "hd", "other", True, [1400.0])]
+        runs = [cpu_queue.Run("t1", "xeon", "hd", "base", True, [2000.0, 2000.0], False),
+                cpu_queue.Run("t2", "xeon", "hd", "wide", True, [1000.0], False),
+                cpu_queue.Run("t3", "xeon", "hd", "narrow", False, [3000.0], False),
+                cpu_queue.Run("t4", "epyc", "hd", "base", True, [1000.0], False),
+                cpu_queue.Run("t5", "epyc", "hd", "wide", True, [600.0], False),
+                cpu_queue.Run("t6", "epyc", "hd", "other", True, [1400.0], False)]
         ratios = cpu_queue.relative_rates(runs)
         self.assertAlmostEqual(ratios[("hd", "wide")], (1000 / 2000 + 600 / 1000) / 2)
         self.assertAlmostEqual(ratios[("hd", "narrow")], 1.5)

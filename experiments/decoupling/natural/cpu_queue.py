@@ -204,8 +204,8 @@ def variant_of(pid):
     return re.sub(r"_?seed=\d+_[0-9a-f]+$", "", pid)
 
 
-# One run as scan_runs reads it (`here`: False unless given).
-Run = collections.namedtuple("Run", "time cpu sweep variant finished rates here", defaults=(False,))
+# One run as scan_runs reads it.
+Run = collections.namedtuple("Run", "time cpu sweep variant finished rates here")
 
 
 def scan_runs(runs_dir, skip_steps=50):
