@@ -701,10 +701,11 @@ def run_estimate(sweeps):
 
 
 def run_cost(est, left):
-    """The clauses on what one run costs and what the `left` runs cost (est: run_estimate's)."""
+    """The clauses on what one run costs and what the `left` runs cost (est: run_estimate's); two at a
+    time, the wall time is whole rounds of two runs."""
     if est is None:
         return ("each takes ~1 h in fp32 on this project's 2-core CPU hosts",
-                "~%d run-hours (~%.0f h on a 2-core host training two at a time)" % (left, left / 2))
+                "~%d run-hours (~%d h on a 2-core host training two at a time)" % (left, math.ceil(left / 2)))
     steps, rate, minutes = est
     hours = left * minutes / 60
     return (("each is %s steps of %s tokens (%.1f M) in fp32: ~%.0f min (its tokens at the median %.1f k tokens/s "
@@ -712,7 +713,8 @@ def run_cost(est, left):
              "line below giving each host's rate, plus %.0f %% for evaluation and probes)" % (
                  "{:,}".format(steps), "{:,}".format(cpu_queue.TOKENS_PER_STEP), steps * cpu_queue.TOKENS_PER_STEP / 1e6,
                  minutes, rate / 1e3, (cpu_queue.OVERHEAD - 1) * 100)),
-            "~%.0f run-hours (~%.0f h on a 2-core host training two at a time)" % (hours, hours / 2))
+            "~%.0f run-hours (~%.0f h on a 2-core host training two at a time: %d round(s) of two)" % (
+                hours, math.ceil(left / 2) * minutes / 60, math.ceil(left / 2)))
 
 
 def cpu_mix(name, runs_dir, ids):
@@ -1259,7 +1261,10 @@ def render_tier(tier, desc, axes, data, out, cost=None):
     if none_run:
         out.append("No sweep of this tier has run yet (%s): every prediction is **not run yet**.\n"
                    % ", ".join("`%s/%s`" % (REL, f) for f in axes.values()))
-    if cost and cost[1] < cost[0]:
+    # cpu_queue.py's SKIP points (counted among the distinct runs, never trained) cost nothing
+    skipped = len({share_points.hash_of(p["id"]) for pts in data.sweeps.values() for p in pts or []
+                   if p["state"] != "done" and never_trained(p)})
+    if cost and cost[1] + skipped < cost[0]:
         out.append("%s: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
                    "once: `share_points.py` copies it), %d of them finished (scale-scan points included); %s, "
                    "so the rest is %s, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
@@ -1269,12 +1274,12 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "of P7, P13, P14 (kv bias) and P8, then their other variants), each variant's three seeds in a "
                    "row, then P4's control and P5's DyT "
                    "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 "
-                   "and 2, at alpha0 0.5, are never trained, though counted above); the variants with sink tests "
+                   "and 2, at alpha0 0.5, are never trained, though counted above and left out of the rest's cost); the variants with sink tests "
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
                    "found no sink at this scale: a sink test against a baseline without one is untestable (the "
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
                        ("Why" if none_run else "Progress", cost[0], cost[1])
-                       + run_cost(run_estimate(data.sweeps), cost[0] - cost[1]) + (REL, REL)))
+                       + run_cost(run_estimate(data.sweeps), cost[0] - cost[1] - skipped) + (REL, REL)))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
         if line:

@@ -602,5 +602,19 @@ class CpuQueue(unittest.TestCase):
             self.assertIn(why, str(e.exception))
 
 
+class RunCost(unittest.TestCase):
+    """The Progress line's cost of the runs left: two at a time, the wall time is whole rounds of two."""
+
+    def test_rounds_of_two(self):
+        est = (2000, 2500.0, 60.0)  # steps, tokens/s, minutes a run
+        self.assertIn("~3 run-hours (~2 h on a 2-core host training two at a time: 2 round(s) of two)",
+                      mr.run_cost(est, 3)[1])
+        self.assertIn("~4 run-hours (~2 h on a 2-core host training two at a time: 2 round(s) of two)",
+                      mr.run_cost(est, 4)[1])
+        self.assertIn("~1 run-hours (~1 h on a 2-core host training two at a time: 1 round(s) of two)",
+                      mr.run_cost(est, 1)[1])
+        self.assertIn("~3 run-hours (~2 h on a 2-core host", mr.run_cost(None, 3)[1])
+
+
 if __name__ == "__main__":
     unittest.main()
