@@ -1274,7 +1274,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "of P7, P13, P14 (kv bias) and P8, then their other variants), each variant's three seeds in a "
                    "row, then P4's control and P5's DyT "
                    "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 "
-                   "and 2, at alpha0 0.5, are never trained, though counted above and left out of the rest's cost); the variants with sink tests "
+                   "and 2, at alpha0 0.5, are never trained, though counted above and left out of the rest's "
+                   "cost); the variants with sink tests "
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
                    "found no sink at this scale: a sink test against a baseline without one is untestable (the "
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
