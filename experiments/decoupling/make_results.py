@@ -703,9 +703,10 @@ def run_estimate(sweeps):
 def run_cost(est, left):
     """The clauses on what one run costs and what the `left` runs cost (est: run_estimate's); two at a
     time, the wall time is whole rounds of two runs."""
+    rounds = math.ceil(left / 2)
     if est is None:
         return ("each takes ~1 h in fp32 on this project's 2-core CPU hosts",
-                "~%d run-hours (~%d h on a 2-core host training two at a time)" % (left, math.ceil(left / 2)))
+                "~%d run-hours (~%d h on a 2-core host training two at a time)" % (left, rounds))
     steps, rate, minutes = est
     hours = left * minutes / 60
     return (("each is %s steps of %s tokens (%.1f M) in fp32: ~%.0f min (its tokens at the median %.1f k tokens/s "
@@ -714,7 +715,7 @@ def run_cost(est, left):
                  "{:,}".format(steps), "{:,}".format(cpu_queue.TOKENS_PER_STEP), steps * cpu_queue.TOKENS_PER_STEP / 1e6,
                  minutes, rate / 1e3, (cpu_queue.OVERHEAD - 1) * 100)),
             "~%.0f run-hours (~%.0f h on a 2-core host training two at a time: %d round(s) of two)" % (
-                hours, math.ceil(left / 2) * minutes / 60, math.ceil(left / 2)))
+                hours, rounds * minutes / 60, rounds))
 
 
 def cpu_mix(name, runs_dir, ids):
