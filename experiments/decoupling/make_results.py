@@ -118,6 +118,11 @@ SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "d
                "head_dim 32 (8 heads)", "head_dim 128 (2 heads)", "lr 1e-2", "lr 1e-3", "weight decay 0.1",
                "random crops (no BOS)", "byte-level", "width 512 (8 x 64)"]
 LONG_LABELS = ["lr 1e-3, 4,000 steps", "lr 1e-3 and weight decay 0.1, 4,000 steps"]
+# Scan points left untrained on purpose, and why (said while such a point has not started).
+SCAN_LEFT = {"width 512 (8 x 64)": (
+    "the scan's largest point, ~3.5× the centre's cost by size (~2.6 h on one core of the AMX Xeon, where a "
+    "centre-shape point takes ~45 min), so a GPU lease's point (issue 10 §1(b): the GPU host takes the largest "
+    "points), and none was lent to this task; width is not among the issue's knobs, which are all finished")}
 
 # ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
 def base_for(tp):
@@ -1254,6 +1259,18 @@ def distinct_runs(ablate, fnames, finished):
     return len(keys), len(keys & finished)
 
 
+def tier_done(cost, skipped):
+    """The line that takes the Progress line's place once every run a tier's sweeps plan is finished or
+    skipped (cost: (distinct runs, finished), skipped: cpu_queue.py's SKIP points among them)."""
+    txt = ("Done: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts once: "
+           "`share_points.py` copies it), %d of them finished (scale-scan points included)" % cost)
+    if skipped:
+        txt += ("; the other %d, the norm-type sweep's DyT seeds 1 and 2 at alpha0 0.5, were not trained: "
+                "`natural-dyt.yaml` trains DyT at an alpha0 that trains (P5's note)" % skipped)
+    return txt + (". The finished ones trained on 2-core CPU hosts, one or two at a time "
+                  "(`%s/natural/cpu_queue.py`); no GPU lease was drawn for this task.\n" % REL)
+
+
 def render_tier(tier, desc, axes, data, out, cost=None):
     out.append("## Tier: %s\n\n%s.\n" % (tier, desc))
     if tier == "natural":
@@ -1282,6 +1299,8 @@ def render_tier(tier, desc, axes, data, out, cost=None):
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
                        ("Why" if none_run else "Progress", cost[0], cost[1])
                        + run_cost(run_estimate(data.sweeps), cost[0] - cost[1] - skipped) + (REL, REL)))
+    elif cost:
+        out.append(tier_done(cost, skipped))
     if tier == "natural" and not none_run:
         line = processors(data.sweeps)
         if line:
@@ -1421,10 +1440,14 @@ def scan_both(p):
 
 def scan_progress(pts, labels):
     """A scan's finished points as (index, point), the labels of those showing both, and the labels of
-    the points not finished."""
+    the points not finished (with SCAN_LEFT's reason for one that has not started)."""
     done = [(i, p) for i, p in enumerate(pts) if p["state"] == "done"]
+    def todo(i, p):
+        label = scan_label(i, p, labels)
+        why = SCAN_LEFT.get(label) if p["state"] == "pending" and not p.get("step") else None
+        return "%s (not trained: %s)" % (label, why) if why else label
     return (done, [scan_label(i, p, labels) for i, p in done if scan_both(p)],
-            [scan_label(i, p, labels) for i, p in enumerate(pts) if p["state"] != "done"])
+            [todo(i, p) for i, p in enumerate(pts) if p["state"] != "done"])
 
 
 def massive(done, labels):
@@ -1510,12 +1533,14 @@ def render_scan(pts, first, long, out):
         out.append(txt + "\n")
     out.append("**First pass** (`%s/%s`: the same knobs at 4,000 steps, 16.4 M tokens, fp32, in-training probes "
                "over the first 64 positions, the default `probe.seq_len`). Its centre and weight decay 0.1 ran to "
-               "the end; it is kept for tokens seen (the centre's curve to 16.4 M tokens) and for what it showed "
+               "the end (lr 1e-2 was stopped at step 900 and the rest not started when `%s` replaced it: "
+               "whole-context probes at 2,000 steps); it is kept for tokens seen (the centre's curve to 16.4 M tokens) "
+               "and for what it showed "
                "about probe length: the sink its in-training probes see in the centre (one layer-2 head, Sink^0.3 "
                "0.25 over the first 64 positions from step 1,250) is not there over the whole context "
                "(`build/ablate probe <centre run>/checkpoints/step_00003000 --set probe.seq_len=T --set "
                "probe.sequences=32`: 0.25 at T 64, 0 at T 256; sink mass 0.121 and 0.043). The natural tier's "
-               "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1]))
+               "probes therefore read the whole context.\n" % (REL, FIRST_SCAN[1], SCAN[1]))
     if first is not None:
         scan_table(first, out, "T 64")
     out.append("Cost on the 2-core CPU hosts of this project: a centre-shape point (2,000 steps) took ~113 min "

@@ -615,6 +615,29 @@ class RunCost(unittest.TestCase):
                       mr.run_cost(est, 1)[1])
         self.assertIn("~3 run-hours (~2 h on a 2-core host", mr.run_cost(None, 3)[1])
 
+    def test_done_line(self):
+        """Once nothing is left to train, the line says so and names the points skipped, if any."""
+        line = mr.tier_done((102, 100), 2)
+        self.assertTrue(line.startswith("Done: the tier's sweeps are 102 distinct runs"), line)
+        self.assertIn("100 of them finished", line)
+        self.assertIn("the other 2, the norm-type sweep's DyT seeds 1 and 2", line)
+        self.assertNotIn("the other", mr.tier_done((99, 99), 0))
+
+
+class ScanProgress(unittest.TestCase):
+    """A scan point left untrained on purpose says why while it has not started, and only then."""
+
+    def test_left_points_say_why(self):
+        labels = ["centre", "width 512 (8 x 64)", "depth 3"]
+        centre = {"state": "done", "step": 2000, "fp_ratio_block_max": 120.0, "fp_sink_eps_max": 0.0}
+        pts = [centre, {"state": "pending", "step": 0}, {"state": "pending", "step": 0}]
+        done, both, todo = mr.scan_progress(pts, labels)
+        self.assertEqual(([i for i, _ in done], both), ([0], []))  # a spike but no sink: not both
+        self.assertEqual(todo[0], "width 512 (8 x 64) (not trained: %s)" % mr.SCAN_LEFT["width 512 (8 x 64)"])
+        self.assertEqual(todo[1], "depth 3")  # no reason given for it: listed as it is
+        pts[1] = {"state": "failed", "step": 350}  # started after all: its state is the news, not the reason
+        self.assertEqual(mr.scan_progress(pts, labels)[2][0], "width 512 (8 x 64)")
+
 
 if __name__ == "__main__":
     unittest.main()
