@@ -1511,7 +1511,7 @@ def render_scan(pts, first, long, out):
                         "; ".join(spiky) if spiky else "none"))
         if todo:
             txt += "Not finished: %s." % "; ".join(todo)
-        out.append(txt + "\n")
+        out.append(txt.rstrip() + "\n")
     out.append("**Leads, trained longer** (`%s/%s`: lr 1e-3 alone and with weight decay 0.1, 4,000 steps = 16.4 M "
                "tokens, ~4.3 epochs; otherwise the centre). At 2,000 steps these were the two points whose largest "
                "head α₁ was still rising at the end (lr 1e-3: 0.15 → 0.21 over steps 1,000–2,000; weight decay 0.1: "
@@ -1530,7 +1530,7 @@ def render_scan(pts, first, long, out):
             txt += "Massive by the per-block ratio at the final probe: %s. " % ("; ".join(spiky) if spiky else "none")
         if todo:
             txt += "Not finished: %s." % "; ".join(todo)
-        out.append(txt + "\n")
+        out.append(txt.rstrip() + "\n")
     out.append("**First pass** (`%s/%s`: the same knobs at 4,000 steps, 16.4 M tokens, fp32, in-training probes "
                "over the first 64 positions, the default `probe.seq_len`). Its centre and weight decay 0.1 ran to "
                "the end (lr 1e-2 was stopped at step 900 and the rest not started when `%s` replaced it: "
