@@ -120,9 +120,9 @@ SCAN_LABELS = ["centre: 6 layers, d 256, 4 x 64, 4k BPE, lr 3e-3, wd 0, BOS", "d
 LONG_LABELS = ["lr 1e-3, 4,000 steps", "lr 1e-3 and weight decay 0.1, 4,000 steps"]
 # Scan points left untrained on purpose, and why (said while such a point has not started).
 SCAN_LEFT = {"width 512 (8 x 64)": (
-    "the scan's largest point, ~3.5× the centre's cost by size (~2.6 h on one core of the AMX Xeon, where a "
-    "centre-shape point takes ~45 min), so a GPU lease's point (issue 10 §1(b): the GPU host takes the largest "
-    "points), and none was lent to this task; width is not among the issue's knobs, which are all finished")}
+    "the scan's largest point, ~3.5× the centre's cost by size (the cost paragraph below), so a GPU lease's point "
+    "(issue 10 §1(b): the GPU host takes the largest points), and none was lent to this task; width is not among "
+    "the issue's knobs, which are all finished")}
 
 # ---- variants: a variant is a dict of the sweep's varied keys (strings, as in report.json) -----
 def base_for(tp):
@@ -1259,14 +1259,20 @@ def distinct_runs(ablate, fnames, finished):
     return len(keys), len(keys & finished)
 
 
+# The opening of the natural tier's Progress and Done lines (% (distinct runs, finished)), and the
+# points cpu_queue.py's SKIP leaves untrained, as both lines name them.
+RUNS_CLAUSE = ("the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts once: "
+               "`share_points.py` copies it), %d of them finished (scale-scan points included)")
+SKIPPED_RUNS = "the norm-type sweep's DyT seeds 1 and 2, at alpha0 0.5,"
+
+
 def tier_done(cost, skipped):
     """The line that takes the Progress line's place once every run a tier's sweeps plan is finished or
     skipped (cost: (distinct runs, finished), skipped: cpu_queue.py's SKIP points among them)."""
-    txt = ("Done: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts once: "
-           "`share_points.py` copies it), %d of them finished (scale-scan points included)" % cost)
+    txt = "Done: " + RUNS_CLAUSE % cost
     if skipped:
-        txt += ("; the other %d, the norm-type sweep's DyT seeds 1 and 2 at alpha0 0.5, were not trained: "
-                "`natural-dyt.yaml` trains DyT at an alpha0 that trains (P5's note)" % skipped)
+        txt += ("; the other %d, %s were not trained: `natural-dyt.yaml` trains DyT at an alpha0 that trains "
+                "(P5's note)" % (skipped, SKIPPED_RUNS))
     return txt + (". The finished ones trained on 2-core CPU hosts, one or two at a time "
                   "(`%s/natural/cpu_queue.py`); no GPU lease was drawn for this task.\n" % REL)
 
@@ -1283,22 +1289,19 @@ def render_tier(tier, desc, axes, data, out, cost=None):
     skipped = len({share_points.hash_of(p["id"]) for pts in data.sweeps.values() for p in pts or []
                    if p["state"] != "done" and never_trained(p)})
     if cost and cost[1] + skipped < cost[0]:
-        out.append("%s: the tier's sweeps are %d distinct runs (a baseline shared by several sweeps counts "
-                   "once: `share_points.py` copies it), %d of them finished (scale-scan points included); %s, "
+        out.append(("Why" if none_run else "Progress") + ": " + RUNS_CLAUSE % cost[:2] + "; %s, "
                    "so the rest is %s, or one GPU lease (`%s/natural/gpu_sweeps.sh 16 <sweeps>`), which "
                    "has not been drawn for this task so far. On CPU hosts `%s/natural/cpu_queue.py` trains them a few "
                    "per session in a fixed order (`--dry-run` lists it with each point's state): the baseline's seeds, "
                    "then the variants whose predictions have a spike test (P3, P12, P11, P4, P6; then one variant each "
                    "of P7, P13, P14 (kv bias) and P8, then their other variants), each variant's three seeds in a "
                    "row, then P4's control and P5's DyT "
-                   "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; the norm-type sweep's DyT seeds 1 "
-                   "and 2, at alpha0 0.5, are never trained, though counted above and left out of the rest's "
-                   "cost); the variants with sink tests "
+                   "(`natural-dyt.yaml`, at an alpha0 that trains: P5's note; %s are never trained, though "
+                   "counted above and left out of the rest's cost); the variants with sink tests "
                    "only (P8b's gates, P9's loss windows, P14's other variants) come last, because the scan "
                    "found no sink at this scale: a sink test against a baseline without one is untestable (the "
                    "verdict rule), so those predictions' verdicts do not wait for them.\n" % (
-                       ("Why" if none_run else "Progress", cost[0], cost[1])
-                       + run_cost(run_estimate(data.sweeps), cost[0] - cost[1] - skipped) + (REL, REL)))
+                       run_cost(run_estimate(data.sweeps), cost[0] - cost[1] - skipped) + (REL, REL, SKIPPED_RUNS)))
     elif cost:
         out.append(tier_done(cost, skipped))
     if tier == "natural" and not none_run:
